@@ -1,0 +1,105 @@
+"""Per-user streaming state and its versioned byte packing (one RocksDB value per user)."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["UserState", "StateFormatError", "pack_state", "unpack_state", "STATE_FORMAT", "event_id_hash"]
+
+#: First byte of every packed state. Bump it when the layout changes; unpacking an unknown
+#: version raises instead of returning garbage.
+STATE_FORMAT = 1
+# version, model_version(16s), events_seen, seq, last_partition, last_offset, last_ts,
+# hidden, n_cats, n_recent, n_event_ids
+_HEADER = struct.Struct("<B16sQQiqdHHHH")
+
+RECENT_DTYPE = np.dtype([("item", "<i4"), ("type", "u1"), ("value", "<f4"), ("ts", "<f8")])
+
+
+class StateFormatError(ValueError):
+    """A stored state that cannot be read by this code (unknown version, truncated bytes)."""
+
+
+def event_id_hash(event_id: str) -> int:
+    """64-bit hash of an event id; states keep hashes, not the ids (bounded size, no PII)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+@dataclass
+class UserState:
+    """Everything the profile agent knows about one user.
+
+    `recent` holds the last `recent_len` applied events (item index, type, value, ts): it masks
+    already-seen items in recommendations, explains them, and re-warms the LSTM after a model
+    change. `last_partition/last_offset` is the source position of the last applied event, so a
+    replayed event is skipped (effectively-once state on top of at-least-once delivery).
+    """
+
+    h: np.ndarray  # (H,) float32
+    c: np.ndarray  # (H,) float32
+    tags: np.ndarray  # (n_cats,) float32, decayed category affinities as of last_ts
+    recent: np.ndarray = field(default_factory=lambda: np.zeros(0, RECENT_DTYPE))
+    event_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    model_version: str = ""
+    events_seen: int = 0
+    seq: int = 0
+    last_partition: int = -1
+    last_offset: int = -1
+    last_ts: float = 0.0
+
+
+def pack_state(s: UserState) -> bytes:
+    header = _HEADER.pack(
+        STATE_FORMAT,
+        s.model_version.encode()[:16],
+        s.events_seen,
+        s.seq,
+        s.last_partition,
+        s.last_offset,
+        s.last_ts,
+        s.h.shape[0],
+        s.tags.shape[0],
+        s.recent.shape[0],
+        s.event_ids.shape[0],
+    )
+    return b"".join(
+        (
+            header,
+            np.ascontiguousarray(s.h, "<f4").tobytes(),
+            np.ascontiguousarray(s.c, "<f4").tobytes(),
+            np.ascontiguousarray(s.tags, "<f4").tobytes(),
+            np.ascontiguousarray(s.recent, RECENT_DTYPE).tobytes(),
+            np.ascontiguousarray(s.event_ids, "<u8").tobytes(),
+        )
+    )
+
+
+def unpack_state(data: bytes) -> UserState:
+    if not data:
+        raise StateFormatError("empty state value")
+    if data[0] != STATE_FORMAT:
+        raise StateFormatError(
+            f"user state has format version {data[0]}, this code reads version {STATE_FORMAT}; "
+            "upgrade profilestream or reset the state table (delete the state dir and changelog)"
+        )
+    if len(data) < _HEADER.size:
+        raise StateFormatError(f"user state truncated: {len(data)} bytes, header needs {_HEADER.size}")
+    (_, mv, seen, seq, part, off, last_ts, hidden, n_cats, n_recent, n_ids) = _HEADER.unpack_from(data)
+    sizes = (hidden * 4, hidden * 4, n_cats * 4, n_recent * RECENT_DTYPE.itemsize, n_ids * 8)
+    if len(data) != _HEADER.size + sum(sizes):
+        raise StateFormatError(f"user state has {len(data)} bytes, its header promises {_HEADER.size + sum(sizes)}")
+    pos = _HEADER.size
+    parts = []
+    for size, dtype in zip(sizes, ("<f4", "<f4", "<f4", RECENT_DTYPE, "<u8")):
+        parts.append(np.frombuffer(data, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=pos).copy())
+        pos += size
+    h, c, tags, recent, ids = parts
+    return UserState(
+        h=h, c=c, tags=tags, recent=recent, event_ids=ids,
+        model_version=mv.rstrip(b"\0").decode(), events_seen=seen, seq=seq,
+        last_partition=part, last_offset=off, last_ts=last_ts,
+    )
