@@ -1,0 +1,46 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install everything;
+# Kafka is fetched (Maven Central) and started by the commands themselves.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-unit test-integration chaos bench train evaluate broker-up broker-down clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "profilestream needs Python >= 3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/profilestream demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q -rs
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(VENV)/bin/pytest -q tests/integration
+
+train: $(STAMP)
+	$(VENV)/bin/profilestream train --dataset ml-100k
+
+evaluate: $(STAMP)
+	$(VENV)/bin/profilestream evaluate
+
+bench: $(STAMP)
+	$(VENV)/bin/profilestream bench run --out bench-results
+
+broker-up: $(STAMP)
+	$(VENV)/bin/profilestream broker up
+
+broker-down: $(STAMP)
+	$(VENV)/bin/profilestream broker down
+
+clean:
+	-$(VENV)/bin/profilestream broker down
+	rm -rf .profilestream bench-results

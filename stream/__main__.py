@@ -1,0 +1,7 @@
+"""`python -m stream` = `profilestream`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,172 @@
+"""The two agents: normalize (events.raw → events | events.dlq) and profile (events → state
+table → profiles + recommendations)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, Sequence
+
+from faust import streams as faust_streams
+from faust.types import EventT
+
+from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pack_state, parse_event, unpack_state
+
+from .records import dlq_record, encode
+
+if TYPE_CHECKING:
+    from .app import ProfilestreamApp
+
+__all__ = ["declare", "ProfileProcessor"]
+
+log = logging.getLogger("profilestream.agents")
+
+
+def _as_current(event: EventT) -> None:
+    # Faust's RocksDB table store and changelog pick the partition from the *current* event.
+    # take_events() leaves the batch's last event current, so before touching a user's row we
+    # make that user's own event current: its state then lives in (and is logged to) the
+    # partition of its events, as co-partitioning requires.
+    faust_streams._current_event.set(weakref.ref(event))
+
+
+class ProfileProcessor:
+    """Applies a micro-batch of normalised events to the state table and emits outputs."""
+
+    def __init__(self, app: "ProfilestreamApp") -> None:
+        self.app = app
+        self.model = app.model
+        self.table = app.state_table  # type: ignore[attr-defined]
+        self.k = app.ps_settings.top_k
+        self.m = app.metrics
+
+    async def _dlq(self, fe: EventT, reason: str) -> None:
+        msg = fe.message
+        log.warning("DLQ (profile) %s[%d]@%d key=%r: %s", msg.topic, msg.partition, msg.offset, msg.key, reason)
+        self.m.dlq.labels("profile").inc()
+        await self.app.dlq_topic.send(  # type: ignore[attr-defined]
+            key=msg.key, value=dlq_record(reason, msg.value, stage="profile", topic=msg.topic,
+                                          partition=msg.partition, offset=msg.offset, key=msg.key))
+
+    async def process(self, batch: Sequence[EventT]) -> None:
+        t0 = time.perf_counter()
+        # (user key) → segments of events; a `forget` closes a segment.
+        per_user: dict[bytes, list[list[tuple[EventT, Event]]]] = {}
+        for fe in batch:
+            key = fe.message.key
+            try:
+                ev = Event(**json.loads(fe.message.value))
+            except (TypeError, ValueError) as exc:  # not written by our normalize agent
+                await self._dlq(fe, f"event on the normalised topic is unreadable: {exc}")
+                continue
+            segs = per_user.setdefault(key, [[]])
+            segs[-1].append((fe, ev))
+            if ev.type == "forget":
+                segs.append([])
+        self.m.batch_size.observe(len(batch))
+        states: dict[bytes, UserState] = {}
+        for key, segs in list(per_user.items()):
+            _as_current(segs[0][0][0])
+            raw = self.table.get(key)
+            try:
+                states[key] = unpack_state(raw) if raw is not None else self.model.initial_state()
+            except StateFormatError as exc:
+                for seg in segs:
+                    for fe, _ in seg:
+                        await self._dlq(fe, f"stored state of this user is unreadable ({exc})")
+                del per_user[key]
+        while per_user:
+            work = [(key, segs.pop(0)) for key, segs in per_user.items()]
+            await self._apply_round(work, states)
+            per_user = {k: s for k, s in per_user.items() if s}
+        self.m.step_seconds.observe(time.perf_counter() - t0)
+
+    async def _apply_round(self, work: list[tuple[bytes, list[tuple[EventT, Event]]]],
+                           states: dict[bytes, UserState]) -> None:
+        batch_in = []
+        for key, seg in work:
+            evs = [Pending(ev, fe.message.partition, fe.message.offset) for fe, ev in seg if ev.type != "forget"]
+            batch_in.append((states[key], evs))
+        results = self.model.apply(batch_in)
+        emit: list[tuple[bytes, str, UserState, float | None]] = []
+        for (key, seg), res in zip(work, results):
+            by_offset = {fe.message.offset: fe for fe, _ in seg}
+            for p, reason in res.rejected:
+                await self._dlq(by_offset[p.offset], reason)
+            self.m.events_applied.inc(res.applied)
+            self.m.events_duplicate.inc(res.duplicates)
+            if res.applied:
+                res.state.seq += 1
+                _as_current(seg[-1][0])
+                self.table[key] = pack_state(res.state)
+                emit.append((key, seg[-1][1].user_id, res.state, res.last_event_ts))
+        outs = self.model.outputs([(uid, st) for _, uid, st, _ in emit], k=self.k,
+                                  source_event_ts=[ts for *_, ts in emit])
+        for (key, *_), (profile, recs) in zip(emit, outs):
+            await self.app.profiles_topic.send(key=key, value=encode(profile))  # type: ignore[attr-defined]
+            await self.app.recs_topic.send(key=key, value=encode(recs))  # type: ignore[attr-defined]
+        self.m.profiles_out.inc(len(outs))
+        self.m.recs_out.inc(len(outs))
+        for key, seg in work:
+            if seg and seg[-1][1].type == "forget":
+                await self._forget(key, seg[-1][0], states)
+
+    async def _forget(self, key: bytes, fe: EventT, states: dict[bytes, UserState]) -> None:
+        """Erase a user: table delete (changelog tombstone) and tombstones on both output topics."""
+        _as_current(fe)
+        if key in self.table:
+            del self.table[key]
+        await self.app.profiles_topic.send(key=key, value=None)  # type: ignore[attr-defined]
+        await self.app.recs_topic.send(key=key, value=None)  # type: ignore[attr-defined]
+        states[key] = self.model.initial_state()
+        self.m.forgets.inc()
+        log.info("erased user key=%r (forget at %s[%d]@%d)", key, fe.message.topic, fe.message.partition,
+                 fe.message.offset)
+
+
+def declare(app: "ProfilestreamApp") -> None:
+    s = app.ps_settings
+    m = app.metrics
+
+    @app.agent(app.raw_topic, name="normalize")  # type: ignore[attr-defined]
+    async def normalize(stream: Any) -> None:
+        async for fe in stream.events():
+            msg = fe.message
+            m.events_in.inc()
+            try:
+                ev = parse_event(msg.value, max_bytes=s.max_event_bytes)
+            except InvalidEvent as exc:
+                m.dlq.labels("normalize").inc()
+                log.info("DLQ %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+                await app.dlq_topic.send(  # type: ignore[attr-defined]
+                    key=msg.key, value=dlq_record(str(exc), msg.value, stage="normalize", topic=msg.topic,
+                                                  partition=msg.partition, offset=msg.offset, key=msg.key))
+                continue
+            m.events_valid.inc()
+            # Re-key by user: every event of a user lands on one partition of `events`, in order.
+            await app.events_topic.send(key=ev.user_id.encode(), value=encode(ev.to_json()))  # type: ignore[attr-defined]
+
+    processor = ProfileProcessor(app)
+
+    @app.agent(app.events_topic, name="profile")  # type: ignore[attr-defined]
+    async def profile(stream: Any) -> None:
+        if s.batch_size == 1:
+            async for fe in stream.events():
+                await processor.process([fe])
+        else:
+            async for batch in stream.take_events(s.batch_size, within=s.batch_window_ms / 1000.0):
+                await processor.process(batch)
+
+    @app.timer(interval=2.0)
+    async def report_lag() -> None:
+        consumer = app.consumer
+        lag: dict[str, int] = {}
+        for tp in consumer.assignment():
+            hw = consumer.highwater(tp)
+            pos = await consumer.position(tp)
+            if hw is not None and pos is not None:
+                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, hw - pos)
+        for topic, v in lag.items():
+            m.lag.labels(topic).set(v)

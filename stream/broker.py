@@ -1,0 +1,244 @@
+"""Lifecycle of the local single-node Apache Kafka broker (KRaft, combined broker+controller).
+
+`up` resolves the Kafka jars once with Maven (cached under CACHE_DIR/kafka-<version>/),
+formats the storage on first start, starts the JVM in the background with data and logs
+under STATE_DIR/kafka/, and waits until the broker answers a metadata request.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BrokerError
+from .settings import Settings
+
+__all__ = ["BrokerInfo", "broker_up", "broker_down", "broker_status", "wait_reachable", "check_reachable"]
+
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
+KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", (DEPLOY_DIR / "pom.xml").read_text()).group(1)  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    pid: int
+    port: int
+    controller_port: int
+    bootstrap: str
+    data_dir: str
+    log_file: str
+    started_by_us: bool = True
+
+
+def _kafka_dir(settings: Settings) -> Path:
+    return settings.state_dir / "kafka"
+
+
+def _record_path(settings: Settings) -> Path:
+    return _kafka_dir(settings) / "broker.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _read_record(settings: Settings) -> BrokerInfo | None:
+    p = _record_path(settings)
+    if not p.is_file():
+        return None
+    try:
+        return BrokerInfo(**json.loads(p.read_text()))
+    except (json.JSONDecodeError, TypeError):
+        return None
+
+
+def _require_tools() -> tuple[str, str]:
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("java not found on PATH — install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`)")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    m = re.search(r'version "(\d+)', out)
+    if m and int(m.group(1)) < 17:
+        raise BrokerError(f"Kafka {KAFKA_VERSION} needs Java 17+, found {m.group(1)} — install Java 17 and put it first on PATH")
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("mvn not found on PATH — install Maven (e.g. `apt-get install maven`); it fetches the Kafka jars once")
+    return java, mvn
+
+
+def _jars(settings: Settings, mvn: str, *, quiet: bool) -> Path:
+    jar_dir = settings.cache_dir / f"kafka-{KAFKA_VERSION}" / "jars"
+    marker = jar_dir / ".complete"
+    if marker.is_file():
+        return jar_dir
+    jar_dir.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"fetching Apache Kafka {KAFKA_VERSION} jars with Maven (once; cached in {jar_dir}) …", file=sys.stderr, flush=True)
+    proc = subprocess.run([mvn, "-q", "-B", "-f", str(DEPLOY_DIR / "pom.xml"), "dependency:copy-dependencies",
+                           "-DincludeScope=runtime", f"-DoutputDirectory={jar_dir}"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BrokerError(f"Maven could not resolve the Kafka jars (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-1500:]}\n"
+                          "Check that Maven Central is reachable (proxy settings in ~/.m2/settings.xml).")
+    marker.write_text(KAFKA_VERSION)
+    return jar_dir
+
+
+def check_reachable(bootstrap: str, *, timeout: float = 3.0, conf: dict[str, object] | None = None) -> bool:
+    """True when a broker at `bootstrap` answers a metadata request within `timeout` seconds."""
+    from confluent_kafka.admin import AdminClient
+
+    c = {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0,
+         "logger": _silent_logger()}
+    c.update(conf or {})
+    c["bootstrap.servers"] = bootstrap
+    try:
+        AdminClient(c).list_topics(timeout=timeout)
+        return True
+    except Exception:  # KafkaException on timeout / transport failure: "not reachable" is the answer
+        return False
+
+
+def _silent_logger() -> object:
+    import logging
+
+    lg = logging.getLogger("profilestream.rdkafka")
+    lg.addHandler(logging.NullHandler())
+    lg.propagate = False
+    return lg
+
+
+def wait_reachable(settings: Settings, *, timeout: float = 30.0) -> None:
+    """Raise `BrokerError` with the fix unless the configured brokers answer within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check_reachable(settings.bootstrap_servers, timeout=min(3.0, max(0.5, deadline - time.monotonic())),
+                           conf=settings.confluent_config()):
+            return
+        if time.monotonic() >= deadline:
+            raise BrokerError(f"Kafka not reachable at {settings.bootstrap_servers} — run `profilestream broker up`, "
+                              "or set PROFILESTREAM_BOOTSTRAP_SERVERS to your cluster")
+        time.sleep(0.2)
+
+
+def _port_of(bootstrap: str) -> int:
+    host_port = bootstrap.split(",")[0].strip()
+    return int(host_port.rsplit(":", 1)[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def broker_status(settings: Settings) -> tuple[BrokerInfo | None, bool]:
+    """(our recorded broker if its process is alive, whether the configured bootstrap answers)."""
+    rec = _read_record(settings)
+    if rec is not None and not _pid_alive(rec.pid):
+        rec = None
+    return rec, check_reachable(settings.bootstrap_servers, timeout=2.0, conf=settings.confluent_config())
+
+
+def broker_up(settings: Settings, *, controller_port: int | None = None, heap: str = "768m",
+              timeout: float = 90.0, quiet: bool = False) -> BrokerInfo:
+    """Start the local broker for `settings.bootstrap_servers` (idempotent) and return where it runs."""
+    port = _port_of(settings.bootstrap_servers)
+    cport = controller_port or port + 1
+    kdir = _kafka_dir(settings).resolve()
+    rec = _read_record(settings)
+    if rec is not None and _pid_alive(rec.pid):
+        wait_reachable(settings.with_(bootstrap_servers=rec.bootstrap), timeout=timeout)
+        return rec
+    if check_reachable(settings.bootstrap_servers, timeout=2.0):
+        # Something else (a broker of another state dir, docker compose) already serves it: use it.
+        return BrokerInfo(pid=-1, port=port, controller_port=cport, bootstrap=settings.bootstrap_servers,
+                          data_dir="(not managed by this state dir)", log_file="", started_by_us=False)
+    for p in (port, cport):
+        if not _port_free(p):
+            raise BrokerError(f"port {p} on 127.0.0.1 is taken by another program — stop it, or choose other ports "
+                              f"with --bootstrap-servers 127.0.0.1:PORT (the controller uses PORT+1)")
+    java, mvn = _require_tools()
+    jars = _jars(settings, mvn, quiet=quiet)
+    data_dir, log_dir = kdir / "data", kdir / "logs"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    props = (DEPLOY_DIR / "server.properties").read_text()
+    props = props.replace("${port}", str(port)).replace("${controller_port}", str(cport)).replace("${data_dir}", str(data_dir))
+    cfg = kdir / "server.properties"
+    formatted = (data_dir / "meta.properties").is_file()
+    if formatted and cfg.is_file() and cfg.read_text() != props:
+        raise BrokerError(f"{kdir} was formatted for other ports; run `profilestream broker up` with the ports it had, "
+                          f"or delete {kdir} to start over (its topics are lost)")
+    cfg.write_text(props)
+    jvm = [java, "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+           f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.yaml'}", f"-Dkafka.logs.dir={log_dir}",
+           "-cp", f"{jars}/*"]
+    if not formatted:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        proc = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(cfg)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BrokerError(f"formatting Kafka storage in {data_dir} failed:\n{(proc.stdout + proc.stderr)[-1500:]}")
+    console = open(log_dir / "console.log", "ab")
+    proc_b = subprocess.Popen(jvm + ["kafka.Kafka", str(cfg)], stdout=console, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=kdir)
+    console.close()
+    info = BrokerInfo(pid=proc_b.pid, port=port, controller_port=cport, bootstrap=f"127.0.0.1:{port}",
+                      data_dir=str(data_dir), log_file=str(log_dir / "server.log"))
+    _record_path(settings).write_text(json.dumps(info.__dict__))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc_b.poll() is not None:
+            _record_path(settings).unlink(missing_ok=True)
+            tail = (log_dir / "console.log").read_text(errors="replace")[-2000:]
+            raise BrokerError(f"the Kafka broker exited with code {proc_b.returncode} during start-up:\n{tail}")
+        if check_reachable(info.bootstrap, timeout=1.0):
+            return info
+        time.sleep(0.2)
+    raise BrokerError(f"the Kafka broker did not answer within {timeout:.0f} s; see {info.log_file}")
+
+
+def broker_down(settings: Settings, *, timeout: float = 30.0) -> BrokerInfo | None:
+    """Stop the broker this state dir started (SIGTERM, then SIGKILL after `timeout`)."""
+    rec = _read_record(settings)
+    if rec is None or not _pid_alive(rec.pid):
+        _record_path(settings).unlink(missing_ok=True)
+        return None
+    os.kill(rec.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(rec.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(rec.pid):
+        os.kill(rec.pid, signal.SIGKILL)
+    try:  # reap it when we are its parent (tests, demo)
+        os.waitpid(rec.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    _record_path(settings).unlink(missing_ok=True)
+    return rec

@@ -1,0 +1,93 @@
+"""Plain confluent-kafka readers of the output topics (no consumer group, all partitions):
+used by `tail`, the demo's live view, the tests and the bench."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from .settings import Settings
+
+__all__ = ["TopicReader", "Record"]
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: dict[str, Any] | None  # None = tombstone
+    timestamp_ms: int
+    headers: dict[str, bytes]
+
+
+class TopicReader:
+    """Reads every partition of `topics` from `start` ('earliest', 'latest' or N = last N per
+    partition) without joining a consumer group."""
+
+    def __init__(self, settings: Settings, topics: list[str], *, start: str | int = "earliest") -> None:
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+        conf = settings.confluent_config()
+        conf.update({"group.id": f"profilestream-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+                     "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10, "enable.partition.eof": False})
+        self.consumer = Consumer(conf)
+        tps = []
+        for topic in topics:
+            md = self.consumer.list_topics(topic, timeout=10).topics[topic]
+            if md.error is not None:
+                raise RuntimeError(f"topic {topic}: {md.error.str()}")
+            for p in md.partitions:
+                if start == "earliest":
+                    off = OFFSET_BEGINNING
+                elif start == "latest":
+                    off = OFFSET_END
+                else:
+                    lo, hi = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    off = max(lo, hi - int(start))
+                tps.append(TopicPartition(topic, p, off))
+        self.tps = tps
+        self.consumer.assign(tps)
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        from confluent_kafka import TopicPartition
+
+        return {(tp.topic, tp.partition): self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                                              timeout=10)[1] for tp in self.tps}
+
+    def poll(self, timeout: float = 0.5, max_records: int = 1000) -> list[Record]:
+        out = []
+        for msg in self.consumer.consume(max_records, timeout):
+            if msg.error() is not None:
+                continue
+            raw = msg.value()
+            out.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                              json.loads(raw) if raw is not None else None, msg.timestamp()[1],
+                              dict(msg.headers() or [])))
+        return out
+
+    def read_to_end(self, *, timeout: float = 30.0) -> Iterator[Record]:
+        """Every record up to the end offsets as of the call."""
+        ends = {k: v for k, v in self.end_offsets().items()}
+        pos: dict[tuple[str, int], int] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(pos.get(k, -1) + 1 >= v for k, v in ends.items() if v > 0):
+                return
+            for r in self.poll(0.2):
+                pos[(r.topic, r.partition)] = r.offset
+                yield r
+        raise TimeoutError(f"did not reach the end offsets {ends} within {timeout} s (at {pos})")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> "TopicReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

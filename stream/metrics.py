@@ -1,0 +1,29 @@
+"""Prometheus metrics of a worker, served at /metrics on its web port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["WorkerMetrics"]
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("profilestream_events_in", "raw events read by the normalize agent", registry=r)
+        self.events_valid = Counter("profilestream_events_valid", "events that passed validation", registry=r)
+        self.events_applied = Counter("profilestream_events_applied", "events applied to a user state", registry=r)
+        self.events_duplicate = Counter("profilestream_events_duplicate",
+                                        "events skipped as already applied (redelivery or repeated event_id)", registry=r)
+        self.dlq = Counter("profilestream_dlq", "messages sent to the dead-letter topic", ["stage"], registry=r)
+        self.profiles_out = Counter("profilestream_profiles_out", "profile records emitted", registry=r)
+        self.recs_out = Counter("profilestream_recommendations_out", "recommendation records emitted", registry=r)
+        self.forgets = Counter("profilestream_forgets", "users erased by forget events", registry=r)
+        self.batch_size = Histogram("profilestream_batch_events", "events per profile micro-batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)
+        self.step_seconds = Histogram(
+            "profilestream_step_seconds", "model time per micro-batch (unpack, LSTM rounds, top-K, pack)",
+            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0), registry=r)
+        self.lag = Gauge("profilestream_consumer_lag", "end offset minus committed offset, summed over the "
+                         "worker's assigned partitions", ["topic"], registry=r)

@@ -1,0 +1,43 @@
+"""JSON shapes of the messages the stream writes besides the model's output records."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+__all__ = ["dlq_record", "encode", "DLQ_RAW_LIMIT"]
+
+#: Bytes of the offending payload kept in a DLQ record (the rest is dropped, `raw_truncated`).
+DLQ_RAW_LIMIT = 256 * 1024
+
+
+def encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def dlq_record(reason: str, raw: bytes | None, *, stage: str, topic: str, partition: int, offset: int,
+               key: bytes | None = None) -> bytes:
+    """`{reason, stage, raw, raw_base64, raw_bytes, raw_truncated, key, source, received_at}`.
+
+    `raw` is the payload as text when it is valid UTF-8 (else null); `raw_base64` always holds
+    the exact bytes, so nothing is lost for a later re-drive."""
+    data = raw if raw is not None else b""
+    kept = data[:DLQ_RAW_LIMIT]
+    try:
+        text: str | None = kept.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    rec = {
+        "reason": reason,
+        "stage": stage,
+        "raw": text if raw is not None else None,
+        "raw_base64": base64.b64encode(kept).decode() if raw is not None else None,
+        "raw_bytes": len(data),
+        "raw_truncated": len(data) > DLQ_RAW_LIMIT,
+        "key": key.decode("utf-8", "replace") if key is not None else None,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "received_at": time.time(),
+    }
+    return encode(rec)

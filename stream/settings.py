@@ -1,0 +1,153 @@
+"""All configuration in one frozen object, from environment variables and CLI flags.
+
+Resolved once at start-up (`Settings.from_env(**cli_overrides)`) and passed down; nothing
+below reads `os.environ`. Several isolated deployments can share one broker by giving each
+its own topic prefix, state directory and web port.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from .errors import ConfigError
+
+__all__ = ["Settings"]
+
+
+def _env(name: str, doc: str, **kw: Any) -> Any:
+    return field(metadata={"env": name, "doc": doc}, **kw)
+
+
+def _default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "profilestream"
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str = _env("PROFILESTREAM_BOOTSTRAP_SERVERS", "Kafka bootstrap servers, comma separated",
+                                  default="127.0.0.1:9092")
+    topic_prefix: str = _env("PROFILESTREAM_TOPIC_PREFIX", "prefix of every topic and of the consumer group",
+                             default="profilestream.")
+    partitions: int = _env("PROFILESTREAM_PARTITIONS", "partitions of the topics profilestream creates", default=4)
+    replication_factor: int = _env("PROFILESTREAM_REPLICATION_FACTOR", "replication factor of created topics",
+                                   default=1)
+    state_dir: Path = _env("PROFILESTREAM_STATE_DIR", "local broker data, worker RocksDB state, logs",
+                           default=Path(".profilestream"))
+    cache_dir: Path = _env("PROFILESTREAM_CACHE_DIR", "downloaded datasets, Kafka jars, text-feature cache",
+                           default_factory=_default_cache)
+    artifact: Path | None = _env("PROFILESTREAM_ARTIFACT", "model artifact directory (default STATE_DIR/model)",
+                                 default=None)
+    web_port: int = _env("PROFILESTREAM_WEB_PORT", "worker web port (/metrics)", default=6066)
+    top_k: int = _env("PROFILESTREAM_TOP_K", "recommendations per user", default=10)
+    batch_size: int = _env("PROFILESTREAM_BATCH_SIZE", "max events per micro-batch; 1 = strictly per event",
+                           default=256)
+    batch_window_ms: float = _env("PROFILESTREAM_BATCH_WINDOW_MS", "max wait to fill a micro-batch", default=5.0)
+    device: Literal["cpu", "cuda"] = _env("PROFILESTREAM_DEVICE", "torch device of the model step", default="cpu")
+    torch_threads: int = _env("PROFILESTREAM_TORCH_THREADS", "torch intra-op threads in a worker", default=1)
+    max_event_bytes: int = _env("PROFILESTREAM_MAX_EVENT_BYTES", "larger raw events go to the DLQ",
+                                default=64 * 1024)
+    commit_interval_s: float = _env("PROFILESTREAM_COMMIT_INTERVAL_S", "consumer offset commit interval",
+                                    default=1.0)
+    session_timeout_s: float = _env("PROFILESTREAM_SESSION_TIMEOUT_S",
+                                    "consumer-group session timeout (dead-worker detection)", default=10.0)
+    standby_replicas: int = _env("PROFILESTREAM_STANDBY_REPLICAS", "standby replicas of the state table", default=1)
+    log_level: str = _env("PROFILESTREAM_LOG_LEVEL", "worker log level", default="info")
+    # Transport security, passed through to Faust/aiokafka and confluent-kafka alike.
+    security_protocol: str = _env("PROFILESTREAM_SECURITY_PROTOCOL", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+                                  default="PLAINTEXT")
+    sasl_mechanism: str = _env("PROFILESTREAM_SASL_MECHANISM", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                               default="PLAIN")
+    sasl_username: str = _env("PROFILESTREAM_SASL_USERNAME", "SASL user name", default="")
+    sasl_password: str = _env("PROFILESTREAM_SASL_PASSWORD", "SASL password", default="")
+    ssl_cafile: str = _env("PROFILESTREAM_SSL_CAFILE", "CA bundle that signed the brokers' certificates", default="")
+    ssl_certfile: str = _env("PROFILESTREAM_SSL_CERTFILE", "client certificate (mutual TLS)", default="")
+    ssl_keyfile: str = _env("PROFILESTREAM_SSL_KEYFILE", "client private key (mutual TLS)", default="")
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ConfigError("partitions must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1 (1 = no micro-batching)")
+        if self.top_k < 1:
+            raise ConfigError("top_k must be >= 1")
+        if self.security_protocol.upper() not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise ConfigError(f"unknown security protocol {self.security_protocol!r}")
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults < environment variables < explicit overrides (CLI flags); None overrides are ignored."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                kwargs[f.name] = _coerce(f.name, f.type, raw)
+        kwargs.update({k: v for k, v in overrides.items() if v is not None})
+        for k in ("state_dir", "cache_dir", "artifact"):
+            if isinstance(kwargs.get(k), str):
+                kwargs[k] = Path(kwargs[k])
+        return cls(**kwargs)
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+    @staticmethod
+    def describe() -> list[tuple[str, str, str]]:
+        """(env var, default, doc) per setting, for --help and the README."""
+        out = []
+        for f in fields(Settings):
+            default = f.default if f.default is not MISSING else "(computed)"
+            out.append((f.metadata["env"], str(default), f.metadata["doc"]))
+        return out
+
+    # ----------------------------------------------------------------- derived names
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def app_id(self) -> str:
+        """Faust app id = consumer group id; a new prefix means a new group."""
+        return f"{self.topic_prefix}worker"
+
+    @property
+    def artifact_path(self) -> Path:
+        return self.artifact if self.artifact is not None else self.state_dir / "model"
+
+    @property
+    def worker_dir(self) -> Path:
+        return self.state_dir / "worker"
+
+    # ----------------------------------------------------------------- client configs
+    def confluent_config(self) -> dict[str, Any]:
+        """librdkafka settings for confluent-kafka clients (replay, tail, admin, bench)."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers,
+                                "security.protocol": self.security_protocol.upper()}
+        if self.security_protocol.upper().startswith("SASL"):
+            conf.update({"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                         "sasl.password": self.sasl_password})
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = self.ssl_cafile
+        if self.ssl_certfile:
+            conf["ssl.certificate.location"] = self.ssl_certfile
+        if self.ssl_keyfile:
+            conf["ssl.key.location"] = self.ssl_keyfile
+        return conf
+
+    def faust_broker_url(self) -> str:
+        return ";".join(f"kafka://{h.strip()}" for h in self.bootstrap_servers.split(",") if h.strip())
+
+
+def _coerce(name: str, typ: Any, raw: str) -> Any:
+    t = str(typ)
+    try:
+        if t in ("int", "<class 'int'>"):
+            return int(raw)
+        if t in ("float", "<class 'float'>"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"setting {name}: {raw!r} is not a number") from None
+    return raw
