@@ -31,10 +31,11 @@ def iter_dataset_events(dataset: str, settings: Settings, *, users: int | None =
     return ds.event_dicts(order)
 
 
-def produce_events(settings: Settings, events: Iterable[dict[str, Any] | bytes], *, rate: float | None = None,
+def produce_events(settings: Settings, events: Iterable[dict[str, Any] | bytes | None], *, rate: float | None = None,
                    limit: int | None = None, topic: str | None = None, progress: bool = True,
-                   on_send: Callable[[int, dict[str, Any] | bytes], None] | None = None) -> int:
-    """Send events (dicts are JSON-encoded and keyed by user_id; bytes are sent as they are)."""
+                   on_send: Callable[[int, dict[str, Any] | bytes | None], None] | None = None) -> int:
+    """Send events: dicts are JSON-encoded and keyed by user_id; bytes (and None, a null
+    value) are sent as they are, unkeyed."""
     from confluent_kafka import Producer
 
     ensure_topics(settings)
@@ -62,7 +63,7 @@ def produce_events(settings: Settings, events: Iterable[dict[str, Any] | bytes],
             ahead = t0 + n / rate - time.perf_counter()
             if ahead > 0:
                 time.sleep(ahead)
-        if isinstance(ev, bytes):
+        if ev is None or isinstance(ev, bytes):
             value, key = ev, None
         else:
             value, key = json.dumps(ev).encode(), str(ev.get("user_id", "")).encode()

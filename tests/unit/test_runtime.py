@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model import Pending, ProfileModel, validate_event
+from model.lstm import TYPE_INDEX, gap_feature, value_feature
+from tests.conftest import make_artifact, synthetic_history
+
+
+def _events(history: list[dict[str, object]]) -> list:
+    return [validate_event(e, now=math.inf) for e in history]
+
+
+def test_streaming_step_equals_training_forward(small_artifact: Path) -> None:
+    """The per-event step and nn.LSTM's full-sequence pass are the same math on the same weights."""
+    m = ProfileModel.load(small_artifact)
+    hist = _events(synthetic_history("u1", 300))
+    state = m.initial_state()
+    vecs = []
+    for ev in hist:  # strictly one event at a time, as the stream with batch size 1
+        m.apply([(state, [Pending(ev)])])
+        vecs.append(m.outputs([("u1", state)], k=3)[0][0]["vector"])
+    items = torch.tensor([[m.item_index[e.item_id] for e in hist]])
+    types = np.array([[TYPE_INDEX[e.type] for e in hist]])
+    vals = value_feature(types, np.array([[math.nan if e.value is None else e.value for e in hist]]))
+    ts = np.array([e.ts for e in hist])
+    gaps = gap_feature(np.concatenate([[0.0], np.diff(ts)]))[None, :]
+    with torch.no_grad():
+        user_vecs, _ = m.net(items, torch.from_numpy(types), torch.from_numpy(vals), torch.from_numpy(gaps),
+                             torch.tensor([len(hist)]))
+    np.testing.assert_allclose(np.array(vecs), user_vecs[0].numpy(), atol=1e-5, rtol=0)
+
+
+def test_batched_apply_equals_one_user_at_a_time(small_artifact: Path) -> None:
+    m = ProfileModel.load(small_artifact)
+    hists = {f"u{j}": _events(synthetic_history(f"u{j}", 20 + 7 * j, seed=j)) for j in range(6)}
+    states = {u: m.initial_state() for u in hists}
+    # micro-batches of 16 interleaved events across users, as the profile agent sees them
+    stream = sorted(((e.ts, u, e) for u, evs in hists.items() for e in evs), key=lambda t: t[0])
+    for i in range(0, len(stream), 16):
+        chunk: dict[str, list[Pending]] = {}
+        for _, u, e in stream[i:i + 16]:
+            chunk.setdefault(u, []).append(Pending(e))
+        m.apply([(states[u], evs) for u, evs in chunk.items()])
+    for u, evs in hists.items():
+        offline = m.profile(evs)
+        online = m.outputs([(u, states[u])], k=5)[0][0]
+        assert offline["events_seen"] == online["events_seen"] == len(evs)
+        np.testing.assert_allclose(offline["vector"], online["vector"], atol=1e-5, rtol=0)
+        assert offline["tags"] == pytest.approx(online["tags"], abs=1e-4)
+
+
+def test_duplicates_by_event_id_and_source_position_are_applied_once(small_artifact: Path) -> None:
+    m = ProfileModel.load(small_artifact)
+    evs = _events(synthetic_history("u1", 10))
+    s = m.initial_state()
+    m.apply([(s, [Pending(e, 0, 100 + j) for j, e in enumerate(evs)])])
+    h = s.h.copy()
+    res = m.apply([(s, [Pending(e, 0, 100 + j) for j, e in enumerate(evs)])])  # redelivery after a crash
+    assert res[0].applied == 0 and res[0].duplicates == 10
+    res = m.apply([(s, [Pending(evs[3], 1, 5)])])  # same event_id, new position (producer retry)
+    assert res[0].applied == 0 and res[0].duplicates == 1
+    np.testing.assert_array_equal(s.h, h)
+    assert s.events_seen == 10
+
+
+def test_unknown_item_is_rejected_and_others_applied(small_artifact: Path) -> None:
+    m = ProfileModel.load(small_artifact)
+    good = _events(synthetic_history("u1", 3))
+    bad = validate_event({"user_id": "u1", "item_id": "nope", "type": "view", "ts": 900000000}, now=math.inf)
+    s = m.initial_state()
+    res = m.apply([(s, [Pending(good[0]), Pending(bad), Pending(good[1])])])
+    assert res[0].applied == 2
+    assert len(res[0].rejected) == 1 and "not in the catalogue" in res[0].rejected[0][1]
+
+
+def test_recommendations_exclude_recent_items(small_artifact: Path) -> None:
+    m = ProfileModel.load(small_artifact)
+    hist = synthetic_history("u1", 6)
+    recs = m.recommend(hist, k=m.n_items)
+    seen = {e["item_id"] for e in hist}
+    assert len(recs) == m.n_items and not seen & set(recs[: m.n_items - len(seen)])
+    assert seen.isdisjoint(recs[:10])
+
+
+def test_state_from_another_model_version_is_rewarmed(tmp_path: Path, small_artifact: Path) -> None:
+    a = ProfileModel.load(small_artifact)
+    b = ProfileModel.load(make_artifact(tmp_path / "other", seed=7))
+    assert a.model_version != b.model_version
+    evs = _events(synthetic_history("u1", 5))  # fewer than recent_len: re-warming sees the whole history
+    s = a.initial_state()
+    a.apply([(s, [Pending(e) for e in evs])])
+    b.apply([(s, [])])
+    assert s.model_version == b.model_version
+    np.testing.assert_allclose(s.h, b.replay_history(evs)[1].h, atol=1e-6)

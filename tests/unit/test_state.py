@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.state import RECENT_DTYPE, StateFormatError, UserState, pack_state, unpack_state
+
+
+def _state() -> UserState:
+    rng = np.random.default_rng(0)
+    recent = np.zeros(3, RECENT_DTYPE)
+    recent["item"] = [5, 9, 2]
+    recent["ts"] = [881250949.0, 881250950.0, 881250999.5]
+    recent["value"] = [4.0, np.nan, 1.0]
+    return UserState(h=rng.standard_normal(8).astype(np.float32), c=rng.standard_normal(8).astype(np.float32),
+                     tags=rng.standard_normal(4).astype(np.float32), recent=recent,
+                     event_ids=np.array([1, 2**63 + 5], np.uint64), model_version="abcdef012345", events_seen=3,
+                     seq=2, last_partition=1, last_offset=77, last_ts=881250999.5)
+
+
+def test_round_trip_is_exact() -> None:
+    s = _state()
+    t = unpack_state(pack_state(s))
+    for name in ("h", "c", "tags", "event_ids"):
+        np.testing.assert_array_equal(getattr(s, name), getattr(t, name))
+    assert s.recent.tobytes() == t.recent.tobytes()
+    assert (t.model_version, t.events_seen, t.seq, t.last_partition, t.last_offset, t.last_ts) == \
+        ("abcdef012345", 3, 2, 1, 77, 881250999.5)
+
+
+def test_unknown_version_is_an_error_not_garbage() -> None:
+    data = bytearray(pack_state(_state()))
+    data[0] = 99
+    with pytest.raises(StateFormatError, match="version 99"):
+        unpack_state(bytes(data))
+
+
+@pytest.mark.parametrize("cut", [0, 5, 40, -1])
+def test_truncated_state_is_an_error(cut: int) -> None:
+    data = pack_state(_state())
+    with pytest.raises(StateFormatError):
+        unpack_state(data[:cut])
