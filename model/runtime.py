@@ -102,6 +102,10 @@ class ProfileModel:
         vn = self.item_vecs.detach().cpu().numpy()
         self._unit_items = vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)  # (N, D)
         self._half_life_s = cfg.tag_half_life_days * 86_400.0
+        # Category sets as bitmasks (first 63 categories) so shared categories are one `&`.
+        n_bits = min(63, self.cat_matrix.shape[1])
+        self._cat_bits = (self.cat_matrix[:, :n_bits].astype(np.int64) << np.arange(n_bits)).sum(axis=1)
+        self._bits_cache: dict[int, str] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -289,13 +293,14 @@ class ProfileModel:
             uvec = self.user_vectors(H)  # (B, D)
             sc = uvec @ self.item_vecs.T + self.item_bias  # (B, N)
             idx, vals = self.topk(sc, [s.recent["item"] for _, s in users], k)
-        uvec_np = uvec.cpu().numpy()
+        uvec_l = uvec.cpu().numpy().tolist()
+        reasons = self._reasons(idx, [s for _, s in users])
         out = []
         for b, (uid, s) in enumerate(users):
             src_ts = source_event_ts[b] if source_event_ts is not None else None
             profile = {
                 "user_id": uid,
-                "vector": [float(x) for x in uvec_np[b]],
+                "vector": uvec_l[b],
                 "tags": self._tags(s.tags),
                 "events_seen": int(s.events_seen),
                 "last_event_ts": float(s.last_ts) if s.events_seen else None,
@@ -303,9 +308,13 @@ class ProfileModel:
                 "seq": int(s.seq),
                 "updated_at": now,
             }
+            items = [{"item_id": self.item_ids[i], "score": v} for i, v in zip(idx[b].tolist(), vals[b].tolist())]
+            if reasons is not None and reasons[b] is not None:
+                for it, why in zip(items, reasons[b]):
+                    it["reason"] = why
             recs = {
                 "user_id": uid,
-                "items": self._rec_items(idx[b], vals[b], s),
+                "items": items,
                 "model_version": self.model_version,
                 "source_event_ts": float(src_ts if src_ts is not None else s.last_ts),
                 "seq": int(s.seq),
@@ -314,27 +323,46 @@ class ProfileModel:
         return out
 
     def _tags(self, tags: np.ndarray) -> dict[str, float]:
-        order = np.argsort(-np.abs(tags), kind="stable")
-        return {self.category_names[i]: round(float(tags[i]), 4) for i in order if abs(tags[i]) >= 1e-4}
+        nz = np.flatnonzero(np.abs(tags) >= 1e-4)
+        order = nz[np.argsort(-np.abs(tags[nz]), kind="stable")]
+        names = self.category_names
+        return {names[i]: round(v, 4) for i, v in zip(order.tolist(), tags[order].tolist())}
 
-    def _rec_items(self, idx: np.ndarray, vals: np.ndarray, s: UserState) -> list[dict[str, Any]]:
-        recent = s.recent["item"][-REASON_WINDOW:]
-        items = []
-        best: np.ndarray | None = None
-        if recent.size:
-            sim = self._unit_items[idx] @ self._unit_items[recent].T  # (K, R)
-            best = recent[np.argmax(sim, axis=1)]
-        for j, (i, v) in enumerate(zip(idx.tolist(), vals.tolist())):
-            item: dict[str, Any] = {"item_id": self.item_ids[i], "score": float(v)}
-            if best is not None:
-                b = int(best[j])
-                shared = [self.category_names[c] for c in np.flatnonzero(self.cat_matrix[i] * self.cat_matrix[b])]
-                reason = f"similar to {self.titles[b]}"
-                if shared:
-                    reason += f" ({', '.join(shared[:2])})"
-                item["reason"] = reason
-            items.append(item)
-        return items
+    def _reasons(self, idx: np.ndarray, states: Sequence[UserState]) -> list[list[str] | None] | None:
+        """Per recommended item: the most similar of the user's last REASON_WINDOW items (cosine of
+        item vectors) and up to two shared categories. Batched: one (B, K, R) product."""
+        B = len(states)
+        R = REASON_WINDOW
+        recent = np.full((B, R), -1, np.int64)
+        for b, s in enumerate(states):
+            r = s.recent["item"][-R:]
+            recent[b, R - len(r):] = r
+        valid = recent >= 0
+        if not valid.any():
+            return None
+        rv = self._unit_items[np.where(valid, recent, 0)]  # (B, R, D)
+        sim = np.einsum("bkd,brd->bkr", self._unit_items[idx], rv)  # (B, K, R)
+        sim[~np.broadcast_to(valid[:, None, :], sim.shape)] = -np.inf
+        best = np.take_along_axis(recent, sim.argmax(axis=2), axis=1)  # (B, K)
+        shared = self._cat_bits[idx] & self._cat_bits[best]  # (B, K) category bitmasks
+        out: list[list[str] | None] = []
+        for b in range(B):
+            if not valid[b].any():
+                out.append(None)
+                continue
+            out.append([self._reason_text(t, m) for t, m in zip(best[b].tolist(), shared[b].tolist())])
+        return out
+
+    def _reason_text(self, item: int, shared_bits: int) -> str:
+        cats = self._bits_names(shared_bits)
+        return f"similar to {self.titles[item]}" + (f" ({cats})" if cats else "")
+
+    def _bits_names(self, bits: int) -> str:
+        hit = self._bits_cache.get(bits)
+        if hit is None:
+            names = [self.category_names[c] for c in range(len(self.category_names)) if bits >> c & 1]
+            hit = self._bits_cache[bits] = ", ".join(names[:2])
+        return hit
 
     # ------------------------------------------------------------------ offline conveniences
     def replay_history(self, history: Iterable[Mapping[str, Any] | Event]) -> tuple[str, UserState]:

@@ -22,7 +22,7 @@ from model import ProfileModel
 from .metrics import WorkerMetrics
 from .settings import Settings
 
-__all__ = ["create_app", "ProfilestreamApp"]
+__all__ = ["create_app", "create_app_shell", "ProfilestreamApp"]
 
 #: ms a fetch may wait on the broker for data; Faust's driver hard-codes 1500.
 FETCH_MAX_WAIT_MS = 50
@@ -71,7 +71,8 @@ def _credentials(s: Settings) -> Any:
                                  ssl_context=ctx, mechanism=s.sasl_mechanism)
 
 
-def create_app(settings: Settings, model: ProfileModel) -> ProfilestreamApp:
+def create_app_shell(settings: Settings, model: ProfileModel | None) -> ProfilestreamApp:
+    """The configured app with no topics, tables or agents (the bench's echo floor uses it bare)."""
     app = ProfilestreamApp(
         settings.app_id,
         broker=settings.faust_broker_url(),
@@ -94,12 +95,17 @@ def create_app(settings: Settings, model: ProfileModel) -> ProfilestreamApp:
         producer_linger_ms=0,
         producer_acks=-1,
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         web_host="127.0.0.1",
     )
     app.ps_settings = settings
-    app.model = model
+    app.model = model  # type: ignore[assignment]
     app.metrics = WorkerMetrics()
+    return app
+
+
+def create_app(settings: Settings, model: ProfileModel) -> ProfilestreamApp:
+    app = create_app_shell(settings, model)
     from . import agents, tables, topics_decl, web
 
     topics_decl.declare(app)

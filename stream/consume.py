@@ -60,8 +60,11 @@ class TopicReader:
                                                                               timeout=10)[1] for tp in self.tps}
 
     def poll(self, timeout: float = 0.5, max_records: int = 1000) -> list[Record]:
+        # poll() returns as soon as one record is there; consume(n, t) would wait for n or t.
+        first = self.consumer.poll(timeout)
+        msgs = [first] + self.consumer.consume(max_records - 1, 0) if first is not None else []
         out = []
-        for msg in self.consumer.consume(max_records, timeout):
+        for msg in msgs:
             if msg.error() is not None:
                 continue
             raw = msg.value()

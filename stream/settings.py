@@ -40,7 +40,9 @@ class Settings:
                            default_factory=_default_cache)
     artifact: Path | None = _env("PROFILESTREAM_ARTIFACT", "model artifact directory (default STATE_DIR/model)",
                                  default=None)
-    web_port: int = _env("PROFILESTREAM_WEB_PORT", "worker web port (/metrics)", default=6066)
+    web_port: int = _env("PROFILESTREAM_WEB_PORT", "worker web port (/metrics, /ready)", default=6066)
+    web_bind: str = _env("PROFILESTREAM_WEB_BIND", "address the worker web server binds (0.0.0.0 in containers)",
+                         default="127.0.0.1")
     top_k: int = _env("PROFILESTREAM_TOP_K", "recommendations per user", default=10)
     batch_size: int = _env("PROFILESTREAM_BATCH_SIZE", "max events per micro-batch; 1 = strictly per event",
                            default=256)

@@ -1,0 +1,170 @@
+"""End-to-end latency and throughput through the real broker, with floors measured in the same
+run: the transport floor (producer → plain consumer), the Faust echo floor (a Faust agent
+forwarding each event) and the full pipeline (normalise → LSTM step → outputs), micro-batching
+off and on.
+
+Latency of one output = its receive time − the send time of the newest event it reflects. The
+producer writes the send time (epoch seconds, float64) into the event's `ts`; the pipeline
+carries it into `source_event_ts`. Producer, consumer and worker run on one machine, one clock.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from stream.consume import TopicReader
+from stream.process import WorkerProcess
+from stream.settings import Settings
+from stream.topics import ensure_topics, topic_names
+
+__all__ = ["Pipeline", "latency_run", "throughput_run", "start_pipeline"]
+
+
+@dataclass
+class Pipeline:
+    name: str
+    settings: Settings
+    in_topic: str
+    out_topic: str
+    ts_of: Callable[[dict[str, Any]], float]
+    worker: WorkerProcess | None = None
+
+    def stop(self) -> None:
+        if self.worker is not None and self.worker.alive():
+            self.worker.stop(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_pipeline(kind: str, base: Settings, workdir: Path, *, batch_size: int = 1) -> Pipeline:
+    """kind: transport | echo | pipeline. Each gets its own topic prefix and consumer group."""
+    s = base.with_(topic_prefix=f"bench{uuid.uuid4().hex[:8]}.", state_dir=workdir / uuid.uuid4().hex[:8],
+                   web_port=_free_port(), batch_size=batch_size, standby_replicas=0)
+    ensure_topics(s)
+    n = topic_names(s)
+    if kind == "transport":
+        return Pipeline("transport floor", s, n.raw, n.raw, lambda v: float(v["ts"]))
+    if kind == "echo":
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        AdminClient(s.confluent_config()).create_topics([NewTopic(s.topic("echo.out"), s.partitions, 1)])
+        w = WorkerProcess(s, s.state_dir / "echo.log", module="bench.echo", args=()).start()
+        return Pipeline("Faust echo floor", s, n.raw, s.topic("echo.out"), lambda v: float(v["ts"]), w)
+    w = WorkerProcess(s, s.state_dir / "worker.log").start()
+    label = f"pipeline batch={batch_size}" if batch_size > 1 else "pipeline per event"
+    return Pipeline(label, s, n.raw, n.recommendations, lambda v: float(v["source_event_ts"]), w)
+
+
+class _Collector(threading.Thread):
+    def __init__(self, p: Pipeline) -> None:
+        super().__init__(daemon=True)
+        self.p = p
+        self.reader = TopicReader(p.settings, [p.out_topic], start="latest")
+        self.samples: list[tuple[float, float]] = []  # (send ts, receive time)
+        self.stop_flag = threading.Event()
+        self.last_rx = time.time()
+
+    def run(self) -> None:
+        while not self.stop_flag.is_set():
+            recs = self.reader.poll(0.05, 10_000)
+            now = time.time()
+            for r in recs:
+                if r.value is not None:
+                    self.samples.append((self.p.ts_of(r.value), now))
+            if recs:
+                self.last_rx = now
+        self.reader.close()
+
+
+def _produce(p: Pipeline, *, rate: float | None, n: int, items: list[str], users: int = 943) -> float:
+    from confluent_kafka import Producer
+
+    conf = p.settings.confluent_config()
+    conf.update({"linger.ms": 0 if rate and rate <= 2000 else 2, "acks": "all"})
+    prod = Producer(conf)
+    rng = np.random.default_rng(0)
+    uids = rng.integers(1, users + 1, n)
+    iids = rng.integers(0, len(items), n)
+    t0 = time.perf_counter()
+    first = time.time()
+    for j in range(n):
+        if rate:
+            ahead = t0 + j / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+        uid = str(uids[j])
+        ev = {"user_id": uid, "item_id": items[iids[j]], "type": "view", "ts": time.time()}
+        while True:
+            try:
+                prod.produce(p.in_topic, key=uid.encode(), value=json.dumps(ev).encode())
+                break
+            except BufferError:
+                prod.poll(0.01)
+        prod.poll(0)
+    prod.flush(30)
+    return first
+
+
+def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, items: list[str]) -> dict[str, Any]:
+    col = _Collector(p)
+    col.start()
+    n = int(rate * seconds)
+    first = _produce(p, rate=rate, n=n, items=items)
+    deadline = time.time() + 30
+    while time.time() < deadline and time.time() - col.last_rx < 2.0:
+        time.sleep(0.05)
+    col.stop_flag.set()
+    col.join(5)
+    lat = np.array([(rx - ts) * 1e3 for ts, rx in col.samples if ts >= first + warmup])
+    row: dict[str, Any] = {"pipeline": p.name, "rate": rate, "sent": n, "outputs": len(col.samples),
+                           "measured": int(lat.size)}
+    if lat.size:
+        row.update({f"p{q}_ms": float(np.percentile(lat, q)) for q in (50, 90, 99)})
+        row.update({"p99.9_ms": float(np.percentile(lat, 99.9)), "max_ms": float(lat.max()),
+                    "cdf_ms": np.percentile(lat, np.linspace(0, 100, 101)).tolist()})
+    print(f"  {p.name:<22} {rate:>7.0f} ev/s: p50 {row.get('p50_ms', float('nan')):8.2f} ms  "
+          f"p99 {row.get('p99_ms', float('nan')):8.2f} ms  ({row['measured']} samples)", file=sys.stderr)
+    return row
+
+
+def throughput_run(p: Pipeline, *, n: int, items: list[str], timeout: float = 180.0) -> dict[str, Any]:
+    """Send n events as fast as possible; events/s until the last one is processed."""
+    col = _Collector(p) if p.worker is None or "pipeline" not in p.name else None
+    if col is not None:
+        col.start()
+    before = p.worker.metrics().get("profilestream_events_applied_total", 0.0) if col is None and p.worker else 0.0
+    first = _produce(p, rate=None, n=n, items=items)
+    done = None
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if col is not None:
+            if len(col.samples) >= n:
+                done = max(rx for _, rx in col.samples)
+                break
+        else:
+            assert p.worker is not None
+            if p.worker.metrics().get("profilestream_events_applied_total", 0.0) - before >= n:
+                done = time.time()
+                break
+        time.sleep(0.05)
+    if col is not None:
+        col.stop_flag.set()
+        col.join(5)
+    eps = n / (done - first) if done else float("nan")
+    print(f"  {p.name:<22} max rate: {eps:9.0f} events/s ({n} events)", file=sys.stderr)
+    return {"pipeline": p.name, "events": n, "events_per_s": eps, "completed": done is not None}

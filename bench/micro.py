@@ -1,0 +1,167 @@
+"""Model-step microbenchmarks: per-event cost of the streaming step (state unpack → LSTM step →
+top-K → pack) by batch size, on CPU and (when present) CUDA, and brute-force top-K by catalogue
+size. Warm-up first, then `perf_counter_ns`, `cuda.synchronize()` before reading the clock;
+percentiles over repeats."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model import Pending, ProfileModel, pack_state, unpack_state, validate_event
+
+__all__ = ["bench_step", "bench_topk", "bench_raw_step"]
+
+
+def _pcts(ns: list[float]) -> dict[str, float]:
+    a = np.array(ns, np.float64) / 1e3
+    return {"p50_us": float(np.percentile(a, 50)), "p90_us": float(np.percentile(a, 90)),
+            "p99_us": float(np.percentile(a, 99)), "min_us": float(a.min())}
+
+
+def _events(model: ProfileModel, batch: int, seed: int) -> list[Pending]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in range(batch):
+        ev = validate_event({"user_id": f"u{b}", "item_id": model.item_ids[int(rng.integers(model.n_items))],
+                             "type": "rate", "value": float(rng.integers(1, 6)), "ts": 890_000_000.0 + b}, now=math.inf)
+        out.append(Pending(ev))
+    return out
+
+
+def bench_step(model: ProfileModel, batches: list[int], *, k: int = 10, seconds: float = 1.0) -> list[dict[str, Any]]:
+    """The full per-batch streaming step as the profile agent runs it, without Kafka."""
+    rows = []
+    for batch in batches:
+        states = [pack_state(model.initial_state()) for _ in range(batch)]
+        evs = _events(model, batch, batch)
+
+        def once() -> None:
+            st = [unpack_state(b) for b in states]
+            model.apply([(s, [e]) for s, e in zip(st, evs)])
+            model.outputs([(f"u{j}", s) for j, s in enumerate(st)], k=k)
+            for j, s in enumerate(st):
+                states[j] = pack_state(s)
+
+        for _ in range(3):
+            once()
+        times: list[float] = []
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end or len(times) < 5:
+            t0 = time.perf_counter_ns()
+            once()
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter_ns() - t0) / batch)
+        rows.append({"batch": batch, "device": model.device.type, "what": "full step (unpack→LSTM→top-K→outputs→pack)",
+                     "repeats": len(times), **_pcts(times), "events_per_s": 1e9 / float(np.median(times))})
+        print(f"  step   batch {batch:>5} {model.device.type}: {rows[-1]['p50_us']:9.2f} µs/event (p50)",
+              file=sys.stderr)
+    return rows
+
+
+def bench_raw_step(model: ProfileModel, batches: list[int], *, seconds: float = 1.0,
+                   cuda_graphs: bool = False) -> list[dict[str, Any]]:
+    """Only the tensor math of one LSTM step + scores + top-K on resident tensors (the floor of the step)."""
+    rows = []
+    dev = model.device
+    for batch in batches:
+        h = torch.zeros(batch, model.hidden, device=dev)
+        c = torch.zeros_like(h)
+        items = torch.randint(0, model.n_items, (batch,), device=dev)
+        types = torch.full((batch,), 4, device=dev)
+        vals = torch.zeros(batch, device=dev)
+        gaps = torch.zeros(batch, device=dev)
+
+        def fn() -> Any:
+            h2, c2 = model.step(h, c, items, types, vals, gaps)
+            return torch.topk(model.scores(h2), 10, dim=1)
+
+        run = fn
+        if cuda_graphs:
+            with torch.inference_mode():
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    for _ in range(3):
+                        fn()
+                torch.cuda.current_stream().wait_stream(s)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    fn()
+            run = g.replay
+        times: list[float] = []
+        with torch.inference_mode():
+            for _ in range(10):
+                run()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t_end = time.perf_counter() + seconds
+            while time.perf_counter() < t_end or len(times) < 5:
+                t0 = time.perf_counter_ns()
+                run()
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append((time.perf_counter_ns() - t0) / batch)
+        label = f"{dev.type}{' + CUDA graph' if cuda_graphs else ''}"
+        rows.append({"batch": batch, "device": label, "what": "tensor step + scores + top-K",
+                     "repeats": len(times), **_pcts(times), "events_per_s": 1e9 / float(np.median(times))})
+        print(f"  tensor batch {batch:>5} {label}: {rows[-1]['p50_us']:9.3f} µs/event (p50)", file=sys.stderr)
+    return rows
+
+
+def bench_topk(sizes: list[int], *, dim: int, batches: list[int], device: str = "cpu",
+               seconds: float = 0.5) -> list[dict[str, Any]]:
+    rows = []
+    g = torch.Generator(device="cpu").manual_seed(0)
+    for n in sizes:
+        V = torch.randn(n, dim, generator=g).to(device)
+        for batch in batches:
+            u = torch.randn(batch, dim, generator=g).to(device)
+            with torch.inference_mode():
+                for _ in range(3):
+                    torch.topk(u @ V.T, 10, dim=1)
+                times: list[float] = []
+                t_end = time.perf_counter() + seconds
+                while time.perf_counter() < t_end or len(times) < 3:
+                    t0 = time.perf_counter_ns()
+                    torch.topk(u @ V.T, 10, dim=1)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    times.append((time.perf_counter_ns() - t0) / batch)
+            rows.append({"items": n, "batch": batch, "device": device, "method": "brute force (matmul + topk)",
+                         **_pcts(times)})
+            print(f"  top-K  {n:>8} items batch {batch:>4} {device}: {rows[-1]['p50_us']:10.1f} µs/query (p50)",
+                  file=sys.stderr)
+    return rows
+
+
+def run_micro(artifact: Path, *, smoke: bool) -> dict[str, Any]:
+    batches = [1, 8, 64] if smoke else [1, 8, 64, 512, 4096]
+    secs = 0.2 if smoke else 1.0
+    out: dict[str, Any] = {"step": [], "tensor_step": [], "topk": [], "gpu": None}
+    torch.set_num_threads(1)
+    cpu = ProfileModel.load(artifact, device="cpu")
+    print("model-step microbenchmarks (CPU, 1 torch thread):", file=sys.stderr)
+    out["step"] += bench_step(cpu, batches, seconds=secs)
+    out["tensor_step"] += bench_raw_step(cpu, batches, seconds=secs)
+    sizes = [cpu.n_items, 100_000] if smoke else [cpu.n_items, 100_000, 1_000_000]
+    out["topk"] += bench_topk(sizes, dim=cpu.config.item_dim, batches=[1, 64], seconds=secs / 2)
+    if torch.cuda.is_available():
+        gpu = ProfileModel.load(artifact, device="cuda")
+        print("GPU:", torch.cuda.get_device_name(0), file=sys.stderr)
+        out["step"] += bench_step(gpu, batches, seconds=secs)
+        out["tensor_step"] += bench_raw_step(gpu, batches + ([65536] if not smoke else []), seconds=secs)
+        out["tensor_step"] += bench_raw_step(gpu, [1, 512], seconds=secs, cuda_graphs=True)
+        out["topk"] += bench_topk(sizes, dim=gpu.config.item_dim, batches=[1, 64], device="cuda", seconds=secs / 2)
+        out["gpu"] = torch.cuda.get_device_name(0)
+    else:
+        out["gpu_note"] = "CUDA not available on this machine: the GPU rows were not measured"
+        print("  (no CUDA device: GPU microbenchmarks skipped)", file=sys.stderr)
+    return out

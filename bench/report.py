@@ -1,0 +1,100 @@
+"""Bench report: results.json, results.md (tables) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_report", "RESULTS_SCHEMA_KEYS"]
+
+RESULTS_SCHEMA_KEYS = ("schema_version", "command", "machine", "started_at", "seconds", "micro", "latency",
+                       "throughput", "throughput_vs_batch", "sustained_events_per_s_per_worker")
+
+
+def _md_table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> str:
+    out = ["| " + " | ".join(h for h, _, _ in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for _, key, fmt in cols:
+            v = r.get(key)
+            cells.append("—" if v is None or (isinstance(v, float) and v != v) else format(v, fmt) if fmt else str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def write_markdown(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    parts = [f"# profilestream bench — {res['started_at']}", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; torch {m['libraries']['torch']}, "
+             f"faust-streaming {m['libraries']['faust-streaming']}.  ", f"Command: `{res['command']}`", ""]
+    parts += ["## End-to-end latency (ms, warm-up excluded)", "",
+              _md_table(res["latency"], [("pipeline", "pipeline", ""), ("rate ev/s", "rate", ".0f"),
+                                         ("samples", "measured", "d"), ("p50", "p50_ms", ".2f"), ("p90", "p90_ms", ".2f"),
+                                         ("p99", "p99_ms", ".2f"), ("p99.9", "p99.9_ms", ".2f"), ("max", "max_ms", ".2f")]),
+              "", "## Max throughput (as fast as the producer sends)", "",
+              _md_table(res["throughput"], [("pipeline", "pipeline", ""), ("events", "events", "d"),
+                                            ("events/s", "events_per_s", ".0f")]),
+              "", f"Sustained events/s per worker (full pipeline, best micro-batch): "
+                  f"**{res['sustained_events_per_s_per_worker']:.0f}**", "",
+              "## Throughput vs micro-batch size (full pipeline, one worker)", "",
+              _md_table(res["throughput_vs_batch"], [("batch size", "batch", "d"), ("events/s", "events_per_s", ".0f")]),
+              "", "## Model step (per event)", "",
+              _md_table(res["micro"]["step"], [("batch", "batch", "d"), ("device", "device", ""), ("p50 µs", "p50_us", ".2f"),
+                                               ("p99 µs", "p99_us", ".2f"), ("events/s", "events_per_s", ".0f")]),
+              "", "Tensor math only (LSTM step + scores + top-K on resident tensors):", "",
+              _md_table(res["micro"]["tensor_step"], [("batch", "batch", "d"), ("device", "device", ""),
+                                                      ("p50 µs", "p50_us", ".3f"), ("events/s", "events_per_s", ".0f")]),
+              "", "## Top-K (brute force, per query)", "",
+              _md_table(res["micro"]["topk"], [("items", "items", "d"), ("batch", "batch", "d"), ("device", "device", ""),
+                                               ("p50 µs", "p50_us", ".1f")])]
+    if res["micro"].get("gpu_note"):
+        parts += ["", f"_{res['micro']['gpu_note']}._"]
+    return "\n".join(parts) + "\n"
+
+
+def _plots(res: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    rates = sorted({r["rate"] for r in res["latency"]})
+    fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 4), squeeze=False)
+    for ax, rate in zip(axes[0], rates):
+        for r in res["latency"]:
+            if r["rate"] == rate and r.get("cdf_ms"):
+                ax.plot(r["cdf_ms"], [q / 100 for q in range(101)], label=r["pipeline"])
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms, log)")
+        ax.set_ylabel("fraction of outputs")
+        ax.set_title(f"{rate:.0f} events/s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"End-to-end latency CDF — {res['machine']['cores']} cores, {res['machine']['cpu'][:40]}")
+    fig.tight_layout()
+    fig.savefig(out / "latency_cdf.png", dpi=110)
+    plt.close(fig)
+    files.append("latency_cdf.png")
+    if res["throughput_vs_batch"]:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        rows = res["throughput_vs_batch"]
+        ax.plot([r["batch"] for r in rows], [r["events_per_s"] for r in rows], marker="o")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("micro-batch size (events)")
+        ax.set_ylabel("events/s, one worker")
+        ax.set_title("Full pipeline throughput vs micro-batch size")
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "throughput_vs_batch.png", dpi=110)
+        plt.close(fig)
+        files.append("throughput_vs_batch.png")
+    return files
+
+
+def write_report(res: dict[str, Any], out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    (out / "results.md").write_text(write_markdown(res))
+    return ["results.json", "results.md", *_plots(res, out)]

@@ -1,0 +1,83 @@
+"""`profilestream bench run`: microbenchmarks, latency with floors, throughput; one report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from stream.settings import Settings
+
+from .machine import machine_facts
+from .report import write_report
+
+__all__ = ["run_bench"]
+
+
+def _artifact(s: Settings, tmp: Path) -> tuple[Path, str]:
+    if (s.artifact_path / "manifest.json").is_file():
+        return s.artifact_path, "configured artifact"
+    from model import init_random_artifact, load_ml100k
+
+    init_random_artifact(load_ml100k(s.cache_dir), tmp / "model", item_dim=64, hidden=128)
+    return tmp / "model", "random artifact, item_dim 64, hidden 128 (no trained model found)"
+
+
+def run_bench(settings: Settings, out: Path, *, smoke: bool, rates: list[float], seconds: float,
+              batches: list[int], argv: list[str]) -> dict[str, Any]:
+    from stream.broker import broker_down, broker_up
+
+    from .e2e import latency_run, start_pipeline, throughput_run
+    from .micro import run_micro
+
+    t_start = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix="profilestream-bench-"))
+    artifact, artifact_note = _artifact(settings, tmp)
+    s = settings.with_(artifact=artifact)
+    res: dict[str, Any] = {"schema_version": 1, "command": "profilestream " + shlex.join(argv),
+                           "machine": machine_facts(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "artifact": artifact_note, "smoke": smoke}
+    res["micro"] = run_micro(artifact, smoke=smoke)
+    info = broker_up(s, quiet=True)
+    from model import load_artifact
+
+    items = load_artifact(artifact).catalogue.item_ids
+    res["latency"], res["throughput"], res["throughput_vs_batch"] = [], [], []
+    try:
+        kinds: list[tuple[str, int]] = [("transport", 1)] + ([] if smoke else [("echo", 1), ("pipeline", 1)]) \
+            + [("pipeline", max(batches))]
+        n_max = 2000 if smoke else 20000
+        for kind, bs in kinds:
+            print(f"{kind} (batch {bs}):", file=sys.stderr)
+            p = start_pipeline(kind, s, tmp, batch_size=bs)
+            try:
+                for rate in rates:
+                    res["latency"].append(latency_run(p, rate=rate, seconds=seconds, warmup=min(1.0, seconds / 3),
+                                                      items=items))
+                n = n_max if bs > 1 or kind != "pipeline" else n_max // 4
+                res["throughput"].append(throughput_run(p, n=n, items=items))
+            finally:
+                p.stop()
+        print("throughput vs micro-batch size:", file=sys.stderr)
+        for bs in batches:
+            if bs == max(batches):  # measured above with the same worker settings
+                res["throughput_vs_batch"].append({"batch": bs, **res["throughput"][-1]})
+                continue
+            p = start_pipeline("pipeline", s, tmp, batch_size=bs)
+            try:
+                r = throughput_run(p, n=(n_max // 4 if bs == 1 else n_max), items=items)
+                res["throughput_vs_batch"].append({"batch": bs, **r})
+            finally:
+                p.stop()
+    finally:
+        if info.started_by_us:
+            broker_down(s)
+    pipe = [r["events_per_s"] for r in res["throughput_vs_batch"] if r["completed"]]
+    res["sustained_events_per_s_per_worker"] = max(pipe) if pipe else float("nan")
+    res["seconds"] = time.time() - t_start
+    files = write_report(res, out)
+    print(f"wrote {', '.join(str(out / f) for f in files)} in {res['seconds']:.0f} s", file=sys.stderr)
+    return res

@@ -1,0 +1,177 @@
+"""`profilestream train | evaluate | ablate` (registered into the stream CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _print_results(metrics: dict[str, Any], *, buckets: bool = True) -> None:
+    from .evaluate import format_table
+
+    for which in ("test", "valid"):
+        rows = metrics["results"][which]
+        print(f"\n{which} ({rows['LSTM']['n']} users, full ranking, history masked)")
+        print(format_table(rows))
+        if buckets and which == "test":
+            for b in ("head", "torso", "tail"):
+                sub = {name: r["buckets"][b] for name, r in rows.items() if "buckets" in r}
+                n = next(iter(sub.values()))["n"]
+                print(f"\n  test, target item in the {b} ({n} users)")
+                print("  " + format_table(sub, ("NDCG@10", "HR@10")).replace("\n", "\n  "))
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from .train import TrainConfig
+
+    cfg = TrainConfig()
+    over = {k: getattr(args, k) for k in ("epochs", "max_minutes", "seed", "max_users", "reducer", "hidden",
+                                          "item_dim", "text_dim", "lr") if getattr(args, k, None) is not None}
+    if getattr(args, "no_text", False):
+        over["use_text"] = False
+    if getattr(args, "no_id", False):
+        over["use_id"] = False
+    return replace(cfg, **over)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stream.settings import Settings
+
+    from .data import load_dataset
+    from .train import train
+
+    s = Settings.from_env(state_dir=args.state_dir, artifact=args.artifact)
+    out = args.out or s.artifact_path
+    cfg = _train_config(args)
+    ds = load_dataset(args.dataset, s.cache_dir)
+    print(f"training on {ds.name}: {len(ds)} events, {len(ds.item_ids)} items; config {cfg}", file=sys.stderr)
+    res = train(ds, cfg, cache=s.cache_dir, out=out)
+    assert res.artifact is not None
+    if args.json:
+        print(json.dumps(res.metrics, indent=2))
+    else:
+        _print_results(res.metrics)
+        fi = res.metrics["text_features"]
+        if fi:
+            print(f"\ntext features: {fi['encoder']} → {fi['reducer']} {fi['dim']}-d, explained variance {fi['explained_variance']:.3f}")
+        print(f"trained in {res.seconds:.0f} s (best epoch {res.metrics['best_epoch']} of {res.metrics['epochs_run']}); "
+              f"artifact {res.artifact.model_version} → {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from stream.settings import Settings
+
+    from .artifact import load_artifact
+    from .data import chronological_split, load_dataset
+    from .evaluate import baseline_scorers, build_eval_set, evaluate_scorer, popularity_buckets
+    from .lstm import ProfileLSTM
+    from .train import lstm_scores
+
+    s = Settings.from_env(state_dir=args.state_dir, artifact=args.artifact)
+    art = load_artifact(s.artifact_path)
+    dataset = args.dataset or art.manifest.get("data", {}).get("name", "ml-100k")
+    ds = load_dataset(dataset, s.cache_dir)
+    if list(ds.item_ids) != art.catalogue.item_ids:
+        print(f"error: artifact {art.model_version} was not trained on the catalogue of {dataset}", file=sys.stderr)
+        return 2
+    net = ProfileLSTM(art.config, art.weights.get("text"))
+    net.load_state_dict({k: torch.as_tensor(v) for k, v in art.weights.items()})
+    split = chronological_split(ds)
+    buckets = popularity_buckets(ds, split)
+    results: dict[str, Any] = {"valid": {}, "test": {}}
+    for which in ("valid", "test"):
+        es = build_eval_set(ds, split, which)
+        results[which]["LSTM"] = evaluate_scorer(lambda e: lstm_scores(net, ds, e), es, buckets)
+        for name, scorer in baseline_scorers(ds, split).items():
+            results[which][name] = evaluate_scorer(scorer, es, buckets)
+    metrics = {"results": results, "model_version": art.model_version, "dataset": dataset}
+    out = args.out or (s.artifact_path / "evaluation.json")
+    Path(out).write_text(json.dumps(metrics, indent=2))
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_results(metrics)
+        print(f"\nwritten to {out}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from stream.settings import Settings
+
+    from .data import load_dataset
+    from .evaluate import format_table
+    from .train import train
+
+    s = Settings.from_env(state_dir=args.state_dir)
+    ds = load_dataset(args.dataset, s.cache_dir)
+    base = _train_config(args)
+    variants = {
+        "ID embeddings only": replace(base, use_text=False),
+        "text features only (PCA)": replace(base, use_id=False),
+        "ID + text (PCA)": base,
+        "ID + text (autoencoder)": replace(base, reducer="autoencoder"),
+    }
+    rows: dict[str, Any] = {}
+    for name, cfg in variants.items():
+        print(f"--- {name}", file=sys.stderr)
+        res = train(ds, cfg, cache=s.cache_dir, out=None, baselines=False)
+        rows[name] = dict(res.metrics["results"]["test"]["LSTM"], seconds=res.seconds,
+                          valid_NDCG=res.metrics["results"]["valid"]["LSTM"]["NDCG@10"])
+    print(format_table(rows, ("NDCG@10", "HR@10", "MRR@10", "valid_NDCG", "seconds")))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="ml-100k", help="ml-100k or a CSV/JSONL file in the event contract")
+    p.add_argument("--epochs", type=int, help="max epochs (default 40; early stopping on valid NDCG@10)")
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget (default 5)")
+    p.add_argument("--max-users", type=int, help="train on the first N users only")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--reducer", choices=["pca", "autoencoder"], help="text-feature reducer (default pca)")
+    p.add_argument("--hidden", type=int, help="LSTM width (default 128)")
+    p.add_argument("--item-dim", type=int, help="item/user vector width (default 64)")
+    p.add_argument("--text-dim", type=int, help="reduced text-feature width (default 64)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--no-text", action="store_true", help="ablation: ID embeddings only")
+    p.add_argument("--no-id", action="store_true", help="ablation: text features only")
+    p.add_argument("--state-dir", type=Path, default=None)
+
+
+def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
+    t = sub.add_parser("train", help="train the LSTM profile model and write an artifact",
+                       description="Train on ML-100k or your own events (chronological leave-last-out split), "
+                                   "evaluate against baselines, write the artifact the workers load.")
+    _train_flags(t)
+    t.add_argument("--out", type=Path, default=None, help="artifact directory (default STATE_DIR/model)")
+    t.add_argument("--artifact", type=Path, default=None, help=argparse.SUPPRESS)
+    t.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate an artifact beside the baselines",
+                       description="Full ranking over all items with the user's history masked; HR@10, NDCG@10, "
+                                   "MRR@10 on test and validation for the artifact and Pop, Markov-1, Markov-5 "
+                                   "(decayed) and ItemKNN; bucketed by item popularity.")
+    e.add_argument("--artifact", type=Path, default=None, help="artifact directory (default STATE_DIR/model)")
+    e.add_argument("--dataset", default=None, help="dataset (default: the one in the artifact's manifest)")
+    e.add_argument("--out", type=Path, default=None, help="JSON output (default ARTIFACT/evaluation.json)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--state-dir", type=Path, default=None)
+    e.set_defaults(func=cmd_evaluate)
+
+    a = sub.add_parser("ablate", help="train the ablation variants and print their table",
+                       description="ID embeddings only, text features only, both (PCA), both (autoencoder); "
+                                   "test metrics of each under the evaluation protocol.")
+    _train_flags(a)
+    a.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    a.set_defaults(func=cmd_ablate)

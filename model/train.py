@@ -1,0 +1,230 @@
+"""Offline training of the LSTM profile model (full-softmax next-item prediction), early stopped
+on validation NDCG@10, then evaluated on test beside the baselines and saved as an artifact."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .artifact import Artifact, save_artifact
+from .data import Dataset, Split, chronological_split
+from .evaluate import (EvalSet, baseline_scorers, build_eval_set, evaluate_scorer, metrics_from_ranks,
+                       popularity_buckets, rank_of_targets)
+from .features import encode_texts, reduce_features
+from .init_random import catalogue_of
+from .lstm import ModelConfig, ProfileLSTM, gap_feature, value_feature
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+SPLIT_RULE = ("per user: stable sort by timestamp (file order breaks ties); last event = test, second last = "
+              "validation, rest = training; users with < 5 events: training only")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_users: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    patience: int = 4
+    seed: int = 0
+    item_dim: int = 64
+    hidden: int = 128
+    text_dim: int = 64
+    dropout: float = 0.3
+    use_id: bool = True
+    use_text: bool = True
+    reducer: Literal["pca", "autoencoder"] = "pca"
+    max_minutes: float = 5.0
+    max_users: int | None = None  # train on the first N users only (tests, quick looks)
+    mask_seen: bool = True  # softmax over items the user has not interacted with yet, as evaluation ranks
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.batch_users < 1 or self.epochs < 1:
+            raise ValueError("epochs and batch_users must be >= 1")
+
+
+@dataclass
+class TrainResult:
+    artifact: Artifact | None
+    metrics: dict[str, Any]
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _user_arrays(ds: Dataset, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    items = ds.items[idx]
+    types = ds.types[idx]
+    vals = value_feature(types, ds.values[idx])
+    ts = ds.ts[idx]
+    gaps = gap_feature(np.concatenate([[0.0], np.diff(ts)]))
+    return items, types, vals, gaps
+
+
+def _pad(seqs: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, ...]:
+    L = max(len(s[0]) for s in seqs)
+    B = len(seqs)
+    items = np.zeros((B, L), np.int64)
+    types = np.zeros((B, L), np.int64)
+    vals = np.zeros((B, L), np.float32)
+    gaps = np.zeros((B, L), np.float32)
+    for b, (it, ty, va, ga) in enumerate(seqs):
+        n = len(it)
+        items[b, :n], types[b, :n], vals[b, :n], gaps[b, :n] = it, ty, va, ga
+    lengths = torch.tensor([len(s[0]) for s in seqs])
+    return torch.from_numpy(items), torch.from_numpy(types), torch.from_numpy(vals), torch.from_numpy(gaps), lengths
+
+
+def _seen_mask(items: torch.Tensor, lengths: torch.Tensor, valid_pos: torch.Tensor, targets: torch.Tensor,
+               n_items: int) -> torch.Tensor:
+    """(P, N) True where an item was already seen at or before the predicting position (the
+    target itself excepted): training ranks like evaluation, among items not yet interacted with."""
+    B, L = items.shape
+    first = torch.full((B, n_items), L, dtype=torch.int64)  # first position of each item per user
+    pos = torch.arange(L).expand(B, L)
+    pos = torch.where(pos < lengths[:, None], pos, torch.full_like(pos, L))  # padding never counts
+    first.scatter_reduce_(1, items, pos, reduce="amin")
+    seen = first[:, None, :] <= torch.arange(L - 1)[None, :, None]  # (B, L-1, N)
+    seen = seen[valid_pos[:, :-1]]  # (P, N)
+    seen[torch.arange(len(targets)), targets] = False
+    return seen
+
+
+def lstm_scores(net: ProfileLSTM, ds: Dataset, es: EvalSet, *, batch: int = 128) -> np.ndarray:
+    """(U, N) scores after each evaluated user's history (full-sequence pass, eval mode)."""
+    net.eval()
+    out = np.zeros((len(es.users), net.cfg.n_items), np.float32)
+    with torch.inference_mode():
+        for i in range(0, len(es.users), batch):
+            seqs = [_user_arrays(ds, h) for h in es.histories[i:i + batch]]
+            items, types, vals, gaps, lengths = _pad(seqs)
+            uvec, ivec = net(items, types, vals, gaps, lengths)
+            last = uvec[torch.arange(len(seqs)), lengths - 1]  # (B, D)
+            out[i:i + len(seqs)] = net.score(last, ivec).numpy()
+    return out
+
+
+def _code_version() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        rev = ""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("profilestream")
+    except PackageNotFoundError:
+        v = "dev"
+    return f"{v}+{rev}" if rev else v
+
+
+def _subset(ds: Dataset, max_users: int | None) -> Dataset:
+    if max_users is None:
+        return ds
+    keep_users = set(sorted(set(ds.users.tolist()), key=lambda u: (len(u), u))[:max_users])
+    m = np.array([u in keep_users for u in ds.users.tolist()])
+    return Dataset(ds.name, ds.users[m], ds.items[m], ds.types[m], ds.values[m], ds.ts[m], ds.item_ids, ds.item_text,
+                   ds.titles, ds.item_cats, ds.category_names, f"{ds.source_hash}-u{max_users}")
+
+
+def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progress: bool = True,
+          baselines: bool = True) -> TrainResult:
+    """Train, evaluate (valid + test, with baselines) and, when `out` is given, save the artifact."""
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    ds = _subset(ds, cfg.max_users)
+    split = chronological_split(ds)
+    text = None
+    feat_info: dict[str, Any] = {}
+    if cfg.use_text:
+        emb = encode_texts(ds.item_text, cache, progress=progress)
+        red = reduce_features(emb, cfg.text_dim, method=cfg.reducer, seed=cfg.seed)
+        text = red.features
+        feat_info = {"encoder": "all-MiniLM-L6-v2", "reducer": red.method, "dim": cfg.text_dim,
+                     "explained_variance": red.explained_variance}
+    mcfg = ModelConfig(n_items=len(ds.item_ids), n_cats=len(ds.category_names), text_dim=cfg.text_dim if cfg.use_text else 0,
+                       item_dim=cfg.item_dim, hidden=cfg.hidden, use_id=cfg.use_id, use_text=cfg.use_text,
+                       dropout=cfg.dropout, text_reducer=cfg.reducer if cfg.use_text else "none")
+    net = ProfileLSTM(mcfg, text)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    users = sorted((u for u, s in split.train.items() if len(s) >= 2), key=lambda u: len(split.train[u]))
+    seqs = {u: _user_arrays(ds, split.train[u]) for u in users}
+    batches = [users[i:i + cfg.batch_users] for i in range(0, len(users), cfg.batch_users)]  # similar lengths together
+    valid_es = build_eval_set(ds, split, "valid")
+    test_es = build_eval_set(ds, split, "test")
+    rng = np.random.default_rng(cfg.seed)
+    best = (-1.0, 0, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    history: list[dict[str, float]] = []
+    loss_fn = nn.CrossEntropyLoss()
+    deadline = t_start + cfg.max_minutes * 60
+    bar = tqdm(total=cfg.epochs, desc="training", unit="epoch", file=sys.stderr, disable=not progress)
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        total, count = 0.0, 0
+        for bi in rng.permutation(len(batches)):
+            b = batches[bi]
+            items, types, vals, gaps, lengths = _pad([seqs[u] for u in b])
+            uvec, ivec = net(items, types, vals, gaps, lengths)  # (B, L, D), (N, D)
+            # position t predicts the item at t+1 (within the training part of the sequence)
+            valid_pos = torch.arange(items.shape[1])[None, :] < (lengths[:, None] - 1)  # (B, L)
+            targets = items[:, 1:][valid_pos[:, :-1]]  # (P,)
+            logits = net.score(uvec[:, :-1][valid_pos[:, :-1]], ivec)  # (P, N)
+            if cfg.mask_seen:
+                logits = logits.masked_fill(_seen_mask(items, lengths, valid_pos, targets, mcfg.n_items), -1e9)
+            loss = loss_fn(logits, targets)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            total += loss.item() * len(targets)
+            count += len(targets)
+        ranks = rank_of_targets(lstm_scores(net, ds, valid_es), valid_es.targets, valid_es.masks)
+        vm = metrics_from_ranks(ranks)
+        history.append({"epoch": epoch, "loss": total / max(1, count), "valid_NDCG@10": vm["NDCG@10"],
+                        "valid_HR@10": vm["HR@10"]})
+        if vm["NDCG@10"] > best[0]:
+            best = (vm["NDCG@10"], epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
+        bar.set_postfix(loss=f"{total / max(1, count):.3f}", vNDCG=f"{vm['NDCG@10']:.4f}", best_ep=best[1])
+        bar.update(1)
+        if epoch - best[1] >= cfg.patience:
+            break
+        if time.perf_counter() > deadline:
+            print(f"\nstopping: the {cfg.max_minutes} min budget is spent", file=sys.stderr)
+            break
+    bar.close()
+    net.load_state_dict(best[2])
+    net.eval()
+    train_seconds = time.perf_counter() - t_start
+    buckets = popularity_buckets(ds, split)
+    results: dict[str, Any] = {"valid": {}, "test": {}}
+    for which, es in (("valid", valid_es), ("test", test_es)):
+        results[which]["LSTM"] = evaluate_scorer(lambda e: lstm_scores(net, ds, e), es, buckets)
+        if baselines:
+            for name, scorer in baseline_scorers(ds, split).items():
+                results[which][name] = evaluate_scorer(scorer, es, buckets)
+    metrics = {"results": results, "best_epoch": best[1], "epochs_run": len(history), "train_seconds": train_seconds,
+               "text_features": feat_info, "n_users": len(split.train), "n_eval_users": len(test_es.users)}
+    artifact = None
+    if out is not None:
+        weights = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+        artifact = save_artifact(out, config=mcfg, weights=weights, catalogue=catalogue_of(ds), extra={
+            "kind": "trained",
+            "data": {"name": ds.name, "hash": ds.source_hash, "events": len(ds), "split_rule": SPLIT_RULE},
+            "train_config": asdict(cfg), "metrics": metrics, "code_version": _code_version(),
+        })
+    return TrainResult(artifact, metrics, train_seconds, history)

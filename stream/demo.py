@@ -1,0 +1,152 @@
+"""`profilestream demo`: everything on the local broker, with a live terminal view."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .process import WorkerProcess
+from .settings import Settings
+
+__all__ = ["run_demo"]
+
+
+def _ensure_model(s: Settings, *, train: bool) -> None:
+    from model import load_dataset
+
+    if (s.artifact_path / "manifest.json").is_file():
+        return
+    ds = load_dataset("ml-100k", s.cache_dir)
+    if train:
+        from model.train import TrainConfig, train as train_model
+
+        print(f"no model at {s.artifact_path}: training one on ML-100k first (≈ 5 min on 2 cores, once) …", flush=True)
+        res = train_model(ds, TrainConfig(), cache=s.cache_dir, out=s.artifact_path, baselines=False)
+        lstm = res.metrics["results"]["test"]["LSTM"]
+        print(f"trained in {res.seconds:.0f} s: test NDCG@10 {lstm['NDCG@10']:.4f}, HR@10 {lstm['HR@10']:.4f}")
+    else:
+        from model import init_random_artifact
+
+        init_random_artifact(ds, s.artifact_path)
+        print(f"wrote a random model to {s.artifact_path} (--random-model)")
+
+
+class _View:
+    def __init__(self, s: Settings, show: int) -> None:
+        from model import load_artifact
+
+        from .consume import TopicReader
+        from .topics import topic_names
+
+        cat = load_artifact(s.artifact_path).catalogue
+        self.titles = dict(zip(cat.item_ids, cat.titles))
+        self.names = topic_names(s)
+        self.reader = TopicReader(s, [self.names.profiles, self.names.recommendations, self.names.dlq])
+        self.show = show
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self.recs: dict[str, dict[str, Any]] = {}
+        self.updates: Counter[str] = Counter()
+        self.n_out = 0
+        self.n_dlq = 0
+        self.tty = sys.stdout.isatty()
+
+    def poll(self) -> None:
+        for r in self.reader.poll(0.2, 5000):
+            key = r.key.decode() if r.key else ""
+            if r.topic == self.names.dlq:
+                self.n_dlq += 1
+            elif r.value is None:
+                continue
+            elif r.topic == self.names.profiles:
+                self.profiles[key] = r.value
+                self.updates[key] += 1
+                self.n_out += 1
+            else:
+                self.recs[key] = r.value
+
+    def render(self, sent: int, elapsed: float) -> None:
+        lines = [f"profilestream demo — {sent} events sent ({sent / max(elapsed, 1e-9):.0f}/s), "
+                 f"{self.n_out} profile updates, {self.n_dlq} in DLQ, {elapsed:.0f} s  (Ctrl-C stops)", ""]
+        for uid, n in self.updates.most_common(self.show):
+            p = self.profiles[uid]
+            tags = ", ".join(f"{k} {v:+.1f}" for k, v in list(p["tags"].items())[:3])
+            lines.append(f"user {uid:<5} events {p['events_seen']:<4} updates {n:<4} tags: {tags}")
+            items = self.recs.get(uid, {}).get("items", [])[:4]
+            for it in items:
+                why = f"  ({it['reason']})" if "reason" in it else ""
+                lines.append(f"    → {self.titles.get(it['item_id'], it['item_id'])[:40]:<40}{why[:60]}")
+            lines.append("")
+        if self.tty:
+            sys.stdout.write("\x1b[2J\x1b[H" + "\n".join(lines) + "\n")
+        else:
+            sys.stdout.write("\n".join(lines[:1] + lines[2:2 + 2 * 3]) + "\n")
+        sys.stdout.flush()
+
+
+def run_demo(settings: Settings, *, rate: float, duration: float | None, show: int, train: bool) -> int:
+    from .broker import broker_down, broker_up
+    from .replay import iter_dataset_events, produce_events
+    from .topics import ensure_topics
+
+    info = broker_up(settings)
+    print(f"Kafka ready at {info.bootstrap}")
+    _ensure_model(settings, train=train)
+    # A fresh topic prefix per run: replaying ML-100k again into old topics would mix two runs.
+    run = f"{settings.topic_prefix}demo{int(time.time())}."
+    s = settings.with_(topic_prefix=run, state_dir=settings.state_dir / "demo" / run.rstrip("."),
+                       artifact=settings.artifact_path)
+    ensure_topics(s)
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    log = s.state_dir / "worker.log"
+    worker = WorkerProcess(s, log)
+    stop = threading.Event()
+    sent = [0]
+    try:
+        print(f"starting a worker (topics {run}*, log {log}) …", flush=True)
+        worker.start()
+
+        def produce() -> None:
+            def counted(n: int, _: Any) -> None:
+                sent[0] = n + 1
+                if stop.is_set():
+                    raise _Stop
+
+            try:
+                produce_events(s, iter_dataset_events("ml-100k", s), rate=rate, progress=False, on_send=counted)
+            except _Stop:
+                pass
+
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        view = _View(s, show)
+        t0 = time.monotonic()
+        last = 0.0
+        while duration is None or time.monotonic() - t0 < duration:
+            view.poll()
+            if time.monotonic() - last >= 1.0:
+                view.render(sent[0], time.monotonic() - t0)
+                last = time.monotonic()
+            if not worker.alive():
+                raise RuntimeError(f"the worker exited; see {log}")
+        print(f"\ndemo finished: {sent[0]} events sent, {view.n_out} profile updates received")
+        return 0
+    except KeyboardInterrupt:
+        print("\nstopping …")
+        return 0
+    finally:
+        stop.set()
+        if worker.alive():
+            worker.stop(timeout=30)
+        if info.started_by_us:
+            broker_down(settings)
+            print("stopped the worker and the Kafka broker")
+        else:
+            print("stopped the worker (the broker was already running; left as it was)")
+
+
+class _Stop(Exception):
+    pass

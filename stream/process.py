@@ -1,0 +1,96 @@
+"""A worker as a child process (`python -m stream worker`, or another module such as the bench's
+echo app): start, await readiness on its web port, read its metrics, stop with a signal.
+Used by the demo, the bench and the integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .settings import Settings
+
+__all__ = ["WorkerProcess", "worker_env"]
+
+
+def worker_env(s: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a child worker resolve exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROFILESTREAM_")}
+    env.update({
+        "PROFILESTREAM_BOOTSTRAP_SERVERS": s.bootstrap_servers, "PROFILESTREAM_TOPIC_PREFIX": s.topic_prefix,
+        "PROFILESTREAM_STATE_DIR": str(s.state_dir), "PROFILESTREAM_ARTIFACT": str(s.artifact_path),
+        "PROFILESTREAM_WEB_PORT": str(s.web_port), "PROFILESTREAM_BATCH_SIZE": str(s.batch_size),
+        "PROFILESTREAM_BATCH_WINDOW_MS": str(s.batch_window_ms), "PROFILESTREAM_PARTITIONS": str(s.partitions),
+        "PROFILESTREAM_CACHE_DIR": str(s.cache_dir), "PROFILESTREAM_STANDBY_REPLICAS": str(s.standby_replicas),
+        "PROFILESTREAM_TOP_K": str(s.top_k), "PROFILESTREAM_DEVICE": s.device,
+    })
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, log: Path, *, module: str = "stream", args: tuple[str, ...] = ("worker",),
+                 cwd: Path | None = None) -> None:
+        self.settings = settings
+        self.log = log
+        self.cmd = [sys.executable, "-m", module, *args]
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, *, ready_timeout: float = 120.0) -> "WorkerProcess":
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as f:
+            self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=worker_env(self.settings), stdout=f,
+                                         stderr=subprocess.STDOUT)
+        self.starts += 1
+        self.wait_ready(ready_timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.settings.web_port}/ready"
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                code = None if self.proc is None else self.proc.returncode
+                raise RuntimeError(f"worker exited with {code}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if json.loads(r.read()).get("ready"):
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready within {timeout:.0f} s:\n{self.tail()}")
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.web_port}/metrics", timeout=5) as r:
+            out = {}
+            for line in r.read().decode().splitlines():
+                if line and not line.startswith("#"):
+                    name, _, value = line.rpartition(" ")
+                    out[name] = float(value)
+            return out
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""

@@ -1,0 +1,39 @@
+"""The bench's smoke mode produces a complete, well-formed report (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.report import RESULTS_SCHEMA_KEYS
+from bench.run import run_bench
+from stream import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: Path, tmp_path: Path) -> None:
+    s = broker.with_(state_dir=tmp_path / "state", artifact=ml_artifact)
+    out = tmp_path / "report"
+    run_bench(s, out, smoke=True, rates=[200.0], seconds=2.0, batches=[64], argv=["bench", "run", "--smoke"])
+    res = json.loads((out / "results.json").read_text())
+    assert set(RESULTS_SCHEMA_KEYS) <= set(res)
+    assert res["machine"]["cores"] >= 1 and res["machine"]["libraries"]["torch"]
+    assert {r["batch"] for r in res["micro"]["step"]} == {1, 8, 64}
+    assert all(r["p50_us"] > 0 for r in res["micro"]["step"] + res["micro"]["tensor_step"] + res["micro"]["topk"])
+    assert res["micro"]["gpu"] or "CUDA not available" in res["micro"]["gpu_note"]
+    pipelines = {r["pipeline"] for r in res["latency"]}
+    assert {"transport floor", "pipeline batch=64"} <= pipelines
+    for row in res["latency"]:
+        assert row["measured"] > 0, row
+        assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert len(row["cdf_ms"]) == 101
+    assert all(r["completed"] for r in res["throughput"]), res["throughput"]
+    assert res["sustained_events_per_s_per_worker"] > 0
+    md = (out / "results.md").read_text()
+    assert "| pipeline | rate ev/s |" in md and "profilestream bench run --smoke" in md
+    for png in ("latency_cdf.png", "throughput_vs_batch.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
