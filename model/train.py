@@ -3,7 +3,6 @@ on validation NDCG@10, then evaluated on test beside the baselines and saved as 
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from .artifact import Artifact, save_artifact
-from .data import Dataset, Split, chronological_split
+from .data import Dataset, chronological_split
 from .evaluate import (EvalSet, baseline_scorers, build_eval_set, evaluate_scorer, metrics_from_ranks,
                        popularity_buckets, rank_of_targets)
 from .features import encode_texts, reduce_features

@@ -6,7 +6,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from .process import WorkerProcess
