@@ -15,6 +15,11 @@ __all__ = ["run_demo"]
 
 
 def _ensure_model(s: Settings, *, train: bool) -> None:
+    """Use STATE_DIR/model; else the default ML-100k model trained earlier on this machine (kept
+    in CACHE_DIR, so a fresh clone does not retrain); else train it (or write a random one)."""
+    import hashlib
+    import shutil
+
     from model import load_dataset
 
     if (s.artifact_path / "manifest.json").is_file():
@@ -23,10 +28,17 @@ def _ensure_model(s: Settings, *, train: bool) -> None:
     if train:
         from model.train import TrainConfig, train as train_model
 
-        print(f"no model at {s.artifact_path}: training one on ML-100k first (≈ 5 min on 2 cores, once) …", flush=True)
-        res = train_model(ds, TrainConfig(), cache=s.cache_dir, out=s.artifact_path, baselines=False)
-        lstm = res.metrics["results"]["test"]["LSTM"]
-        print(f"trained in {res.seconds:.0f} s: test NDCG@10 {lstm['NDCG@10']:.4f}, HR@10 {lstm['HR@10']:.4f}")
+        cfg = TrainConfig()
+        key = hashlib.sha256(repr(cfg).encode()).hexdigest()[:10]
+        cached = s.cache_dir / "models" / f"ml-100k-{ds.source_hash}-{key}"
+        if not (cached / "manifest.json").is_file():
+            print(f"no model at {s.artifact_path}: training one on ML-100k first (≈ 5 min on 2 cores, once per "
+                  "machine) …", flush=True)
+            res = train_model(ds, cfg, cache=s.cache_dir, out=cached, baselines=False)
+            lstm = res.metrics["results"]["test"]["LSTM"]
+            print(f"trained in {res.seconds:.0f} s: test NDCG@10 {lstm['NDCG@10']:.4f}, HR@10 {lstm['HR@10']:.4f}")
+        shutil.copytree(cached, s.artifact_path, dirs_exist_ok=True)
+        print(f"model {cached.name} → {s.artifact_path}")
     else:
         from model import init_random_artifact
 
@@ -104,6 +116,7 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
     worker = WorkerProcess(s, log)
     stop = threading.Event()
     sent = [0]
+    view: _View | None = None
     try:
         print(f"starting a worker (topics {run}*, log {log}) …", flush=True)
         worker.start()
@@ -138,6 +151,8 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
         return 0
     finally:
         stop.set()
+        if view is not None:
+            view.reader.close()  # before the broker goes, or librdkafka logs reconnect errors
         if worker.alive():
             worker.stop(timeout=30)
         if info.started_by_us:
