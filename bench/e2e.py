@@ -62,7 +62,9 @@ def start_pipeline(kind: str, base: Settings, workdir: Path, *, batch_size: int 
     if kind == "echo":
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        AdminClient(s.confluent_config()).create_topics([NewTopic(s.topic("echo.out"), s.partitions, 1)])
+        for fut in AdminClient(s.confluent_config()).create_topics(
+                [NewTopic(s.topic("echo.out"), s.partitions, s.replication_factor)]).values():
+            fut.result(30)
         w = WorkerProcess(s, s.state_dir / "echo.log", module="bench.echo", args=()).start()
         return Pipeline("Faust echo floor", s, n.raw, s.topic("echo.out"), lambda v: float(v["ts"]), w)
     w = WorkerProcess(s, s.state_dir / "worker.log").start()

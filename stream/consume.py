@@ -38,9 +38,14 @@ class TopicReader:
         self.consumer = Consumer(conf)
         tps = []
         for topic in topics:
-            md = self.consumer.list_topics(topic, timeout=10).topics[topic]
-            if md.error is not None:
-                raise RuntimeError(f"topic {topic}: {md.error.str()}")
+            deadline = time.monotonic() + 15
+            while True:  # a topic created a moment ago may not be in the metadata yet
+                md = self.consumer.list_topics(topic, timeout=10).topics[topic]
+                if md.error is None and md.partitions:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"topic {topic}: {md.error.str() if md.error else 'no partitions'}")
+                time.sleep(0.1)
             for p in md.partitions:
                 if start == "earliest":
                     off = OFFSET_BEGINNING
