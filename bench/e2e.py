@@ -62,8 +62,8 @@ def start_pipeline(kind: str, base: Settings, workdir: Path, *, batch_size: int 
     if kind == "echo":
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        for fut in AdminClient(s.confluent_config()).create_topics(
-                [NewTopic(s.topic("echo.out"), s.partitions, s.replication_factor)]).values():
+        admin = AdminClient(s.confluent_config())  # keep the handle alive until the futures resolve
+        for fut in admin.create_topics([NewTopic(s.topic("echo.out"), s.partitions, s.replication_factor)]).values():
             fut.result(30)
         w = WorkerProcess(s, s.state_dir / "echo.log", module="bench.echo", args=()).start()
         return Pipeline("Faust echo floor", s, n.raw, s.topic("echo.out"), lambda v: float(v["ts"]), w)
