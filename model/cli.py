@@ -72,9 +72,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .artifact import load_artifact
     from .data import chronological_split, load_dataset
-    from .evaluate import baseline_scorers, build_eval_set, evaluate_scorer, popularity_buckets
     from .lstm import ProfileLSTM
-    from .train import lstm_scores
+    from .train import evaluate_model
 
     s = Settings.from_env(state_dir=args.state_dir, artifact=args.artifact)
     art = load_artifact(s.artifact_path)
@@ -85,15 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 2
     net = ProfileLSTM(art.config, art.weights.get("text"))
     net.load_state_dict({k: torch.as_tensor(v) for k, v in art.weights.items()})
-    split = chronological_split(ds)
-    buckets = popularity_buckets(ds, split)
-    results: dict[str, Any] = {"valid": {}, "test": {}}
-    for which in ("valid", "test"):
-        es = build_eval_set(ds, split, which)
-        results[which]["LSTM"] = evaluate_scorer(lambda e: lstm_scores(net, ds, e), es, buckets)
-        for name, scorer in baseline_scorers(ds, split).items():
-            results[which][name] = evaluate_scorer(scorer, es, buckets)
-    metrics = {"results": results, "model_version": art.model_version, "dataset": dataset}
+    metrics = {"results": evaluate_model(net, ds, chronological_split(ds)), "model_version": art.model_version, "dataset": dataset}
     out = args.out or (s.artifact_path / "evaluation.json")
     Path(out).write_text(json.dumps(metrics, indent=2))
     if args.json:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .artifact import Artifact, save_artifact
-from .data import Dataset, chronological_split
+from .data import Dataset, Split, chronological_split
 from .evaluate import (EvalSet, baseline_scorers, build_eval_set, evaluate_scorer, metrics_from_ranks,
                        popularity_buckets, rank_of_targets)
 from .features import encode_texts, reduce_features
@@ -111,6 +111,19 @@ def lstm_scores(net: ProfileLSTM, ds: Dataset, es: EvalSet, *, batch: int = 128)
             last = uvec[torch.arange(len(seqs)), lengths - 1]  # (B, D)
             out[i:i + len(seqs)] = net.score(last, ivec).numpy()
     return out
+
+
+def evaluate_model(net: ProfileLSTM, ds: Dataset, split: Split, eval_sets: dict[str, EvalSet] | None = None, *,
+                   baselines: bool = True) -> dict[str, Any]:
+    """{valid|test: {model name: metrics with popularity buckets}} for the LSTM and, in the same
+    run, the baselines (built once, used for both sets)."""
+    eval_sets = eval_sets or {w: build_eval_set(ds, split, w) for w in ("valid", "test")}
+    buckets = popularity_buckets(ds, split)
+    scorers = {"LSTM": lambda e: lstm_scores(net, ds, e)}
+    if baselines:
+        scorers.update(baseline_scorers(ds, split))
+    return {which: {name: evaluate_scorer(sc, es, buckets) for name, sc in scorers.items()}
+            for which, es in eval_sets.items()}
 
 
 def _code_version() -> str:
@@ -209,13 +222,7 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
     net.load_state_dict(best[2])
     net.eval()
     train_seconds = time.perf_counter() - t_start
-    buckets = popularity_buckets(ds, split)
-    results: dict[str, Any] = {"valid": {}, "test": {}}
-    for which, es in (("valid", valid_es), ("test", test_es)):
-        results[which]["LSTM"] = evaluate_scorer(lambda e: lstm_scores(net, ds, e), es, buckets)
-        if baselines:
-            for name, scorer in baseline_scorers(ds, split).items():
-                results[which][name] = evaluate_scorer(scorer, es, buckets)
+    results = evaluate_model(net, ds, split, {"valid": valid_es, "test": test_es}, baselines=baselines)
     metrics = {"results": results, "best_epoch": best[1], "epochs_run": len(history), "train_seconds": train_seconds,
                "text_features": feat_info, "n_users": len(split.train), "n_eval_users": len(test_es.users)}
     artifact = None

@@ -80,7 +80,7 @@ class TopicReader:
 
     def read_to_end(self, *, timeout: float = 30.0) -> Iterator[Record]:
         """Every record up to the end offsets as of the call."""
-        ends = {k: v for k, v in self.end_offsets().items()}
+        ends = self.end_offsets()
         pos: dict[tuple[str, int], int] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -7,29 +7,35 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import fields
 from pathlib import Path
 
 from .settings import Settings
 
-__all__ = ["WorkerProcess", "worker_env"]
+__all__ = ["WorkerProcess", "worker_env", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (for a child worker's web server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def worker_env(s: Settings, **extra: str) -> dict[str, str]:
-    """The environment that makes a child worker resolve exactly these settings."""
+    """The environment that makes a child worker resolve exactly these settings: every field of
+    `Settings`, written to its own environment variable (inherited PROFILESTREAM_* are dropped)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROFILESTREAM_")}
-    env.update({
-        "PROFILESTREAM_BOOTSTRAP_SERVERS": s.bootstrap_servers, "PROFILESTREAM_TOPIC_PREFIX": s.topic_prefix,
-        "PROFILESTREAM_STATE_DIR": str(s.state_dir), "PROFILESTREAM_ARTIFACT": str(s.artifact_path),
-        "PROFILESTREAM_WEB_PORT": str(s.web_port), "PROFILESTREAM_BATCH_SIZE": str(s.batch_size),
-        "PROFILESTREAM_BATCH_WINDOW_MS": str(s.batch_window_ms), "PROFILESTREAM_PARTITIONS": str(s.partitions),
-        "PROFILESTREAM_CACHE_DIR": str(s.cache_dir), "PROFILESTREAM_STANDBY_REPLICAS": str(s.standby_replicas),
-        "PROFILESTREAM_TOP_K": str(s.top_k), "PROFILESTREAM_DEVICE": s.device,
-    })
+    for f in fields(Settings):
+        value = s.artifact_path if f.name == "artifact" else getattr(s, f.name)
+        if value is not None:
+            env[f.metadata["env"]] = str(value)
     env.update(extra)
     return env
 

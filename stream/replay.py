@@ -20,13 +20,11 @@ def iter_dataset_events(dataset: str, settings: Settings, *, users: int | None =
     ds = load_dataset(dataset, settings.cache_dir)
     order = ds.time_order()
     if users is not None:
-        keep: list[str] = []
         seen: set[str] = set()
         for i in order.tolist():  # the first `users` users to appear in time order
-            u = ds.users[i]
-            if u not in seen and len(seen) < users:
-                seen.add(u)
-                keep.append(u)
+            if len(seen) == users:
+                break
+            seen.add(ds.users[i])
         order = order[[ds.users[i] in seen for i in order.tolist()]]
     return ds.event_dicts(order)
 

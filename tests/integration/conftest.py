@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -15,17 +14,11 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from stream import Settings, broker_down, broker_up
-from stream.process import WorkerProcess
+from stream.process import WorkerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 #: Tests use their own broker port and state dir so they never touch a running demo.
 TEST_BOOTSTRAP = os.environ.get("PROFILESTREAM_TEST_BOOTSTRAP", "127.0.0.1:39092")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
