@@ -58,6 +58,7 @@ def _plots(res: dict[str, Any], out: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     files = []
     rates = sorted({r["rate"] for r in res["latency"]})
@@ -67,6 +68,7 @@ def _plots(res: dict[str, Any], out: Path) -> list[str]:
             if r["rate"] == rate and r.get("cdf_ms"):
                 ax.plot(r["cdf_ms"], [q / 100 for q in range(101)], label=r["pipeline"])
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on short ranges
         ax.set_xlabel("latency (ms, log)")
         ax.set_ylabel("fraction of outputs")
         ax.set_title(f"{rate:.0f} events/s")

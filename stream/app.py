@@ -92,7 +92,7 @@ def create_app_shell(settings: Settings, model: ProfileModel | None) -> Profiles
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
         stream_recovery_delay=0.0,
-        producer_linger_ms=0,
+        producer_linger_ms=settings.producer_linger_ms,
         producer_acks=-1,
         web_port=settings.web_port,
         web_bind=settings.web_bind,

@@ -55,6 +55,9 @@ class Settings:
                                     default=1.0)
     session_timeout_s: float = _env("PROFILESTREAM_SESSION_TIMEOUT_S",
                                     "consumer-group session timeout (dead-worker detection)", default=10.0)
+    producer_linger_ms: float = _env("PROFILESTREAM_PRODUCER_LINGER_MS",
+                                     "producer batching delay: 0 = lowest latency, a few ms = fewer, larger requests",
+                                     default=0.0)
     standby_replicas: int = _env("PROFILESTREAM_STANDBY_REPLICAS", "standby replicas of the state table", default=1)
     log_level: str = _env("PROFILESTREAM_LOG_LEVEL", "worker log level", default="info")
     # Transport security, passed through to Faust/aiokafka and confluent-kafka alike.
