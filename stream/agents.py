@@ -3,6 +3,7 @@ table → profiles + recommendations)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -14,7 +15,7 @@ from faust.types import EventT
 
 from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pack_state, parse_event, unpack_state
 
-from .records import dlq_record, encode
+from .records import dlq_record, encode, pseudonymise
 
 if TYPE_CHECKING:
     from .app import ProfilestreamApp
@@ -145,6 +146,8 @@ def declare(app: "ProfilestreamApp") -> None:
                                                   partition=msg.partition, offset=msg.offset, key=msg.key))
                 continue
             m.events_valid.inc()
+            if s.pseudonym_key:  # no raw id goes past this point: not into state, not into outputs
+                ev = dataclasses.replace(ev, user_id=pseudonymise(ev.user_id, s.pseudonym_key))
             # Re-key by user: every event of a user lands on one partition of `events`, in order.
             await app.events_topic.send(key=ev.user_id.encode(), value=encode(ev.to_json()))  # type: ignore[attr-defined]
 

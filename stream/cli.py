@@ -134,7 +134,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
     for env, default, doc in Settings.describe():
         name = env.removeprefix("PROFILESTREAM_").lower()
         value = getattr(s, name, None)
-        if "PASSWORD" in env and value:
+        if ("PASSWORD" in env or env.endswith("_KEY")) and value:
             value = "***"
         print(f"{env:<36} {str(value):<28} {doc}")
     return 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 from typing import Any
 
-__all__ = ["dlq_record", "encode", "DLQ_RAW_LIMIT"]
+__all__ = ["dlq_record", "encode", "pseudonymise", "DLQ_RAW_LIMIT"]
 
 #: Bytes of the offending payload kept in a DLQ record (the rest is dropped, `raw_truncated`).
 DLQ_RAW_LIMIT = 256 * 1024
@@ -41,3 +43,9 @@ def dlq_record(reason: str, raw: bytes | None, *, stage: str, topic: str, partit
         "received_at": time.time(),
     }
     return encode(rec)
+
+
+def pseudonymise(user_id: str, key: str) -> str:
+    """Keyed hash of a user id (HMAC-SHA256, 32 hex chars). Deterministic for one key, so every
+    event of a user, and a later `forget` by the raw id, map to the same pseudonym."""
+    return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:32]

@@ -60,6 +60,9 @@ class Settings:
                                      default=0.0)
     standby_replicas: int = _env("PROFILESTREAM_STANDBY_REPLICAS", "standby replicas of the state table", default=1)
     log_level: str = _env("PROFILESTREAM_LOG_LEVEL", "worker log level", default="info")
+    pseudonym_key: str = _env("PROFILESTREAM_PSEUDONYM_KEY",
+                              "secret for HMAC-SHA256 pseudonymisation of user ids at the edge (empty = off)",
+                              default="")
     # Transport security, passed through to Faust/aiokafka and confluent-kafka alike.
     security_protocol: str = _env("PROFILESTREAM_SECURITY_PROTOCOL", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
                                   default="PLAINTEXT")
