@@ -32,6 +32,9 @@ train: $(STAMP)
 evaluate: $(STAMP)
 	$(VENV)/bin/profilestream evaluate
 
+chaos: $(STAMP)
+	$(VENV)/bin/profilestream chaos --scenario all
+
 bench: $(STAMP)
 	$(VENV)/bin/profilestream bench run --out bench-results
 

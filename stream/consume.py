@@ -7,11 +7,11 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .settings import Settings
 
-__all__ = ["TopicReader", "Record"]
+__all__ = ["TopicReader", "Record", "OutputFollower"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,50 @@ class TopicReader:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class OutputFollower:
+    """The latest profile and recommendations per user, tombstones and DLQ records, read from a
+    deployment's output topics. `validate(kind, value)` (kind: profile | recommendations | dlq)
+    is called on every non-null record when given (tests check the JSON Schemas with it)."""
+
+    def __init__(self, settings: Settings,
+                 validate: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        from .topics import topic_names
+
+        self.names = topic_names(settings)
+        self.reader = TopicReader(settings, [self.names.profiles, self.names.recommendations, self.names.dlq])
+        self.validate = validate
+        self.profiles: dict[str, dict[str, Any]] = {}
+        self.recs: dict[str, dict[str, Any]] = {}
+        self.dlq: list[dict[str, Any]] = []
+        self.tombstones: dict[str, set[str]] = {"profiles": set(), "recommendations": set()}
+        self.validated = 0
+        self.last_record_at = time.monotonic()
+
+    def poll(self, timeout: float = 0.2) -> int:
+        records = self.reader.poll(timeout, 5000)
+        for r in records:
+            key = r.key.decode() if r.key else ""
+            kind = ("dlq" if r.topic == self.names.dlq else
+                    "profile" if r.topic == self.names.profiles else "recommendations")
+            if r.value is None:
+                if kind != "dlq":
+                    self.tombstones["profiles" if kind == "profile" else "recommendations"].add(key)
+                    (self.profiles if kind == "profile" else self.recs).pop(key, None)
+                continue
+            if self.validate is not None:
+                self.validate(kind, r.value)
+                self.validated += 1
+            if kind == "dlq":
+                self.dlq.append(r.value)
+            elif kind == "profile":
+                self.profiles[key] = r.value
+            else:
+                self.recs[key] = r.value
+        if records:
+            self.last_record_at = time.monotonic()
+        return len(records)
+
+    def close(self) -> None:
+        self.reader.close()

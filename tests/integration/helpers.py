@@ -10,46 +10,20 @@ import jsonschema
 import numpy as np
 
 from model import ProfileModel
-from stream import Settings, topic_names
-from stream.consume import TopicReader
+from stream import Settings
+from stream.consume import OutputFollower
 
 SCHEMAS = {name: json.loads((Path(__file__).resolve().parents[2] / "docs" / "schemas" / f"{name}.v1.json").read_text())
            for name in ("profile", "recommendations", "dlq")}
 
 
-class Outputs:
+def _validate(kind: str, value: dict[str, Any]) -> None:
+    jsonschema.validate(value, SCHEMAS[kind])
+
+
+def Outputs(settings: Settings) -> OutputFollower:  # noqa: N802 - reads like the class it returns
     """Follows profiles, recommendations and the DLQ; validates every record against its schema."""
-
-    def __init__(self, settings: Settings) -> None:
-        n = topic_names(settings)
-        self.names = n
-        self.reader = TopicReader(settings, [n.profiles, n.recommendations, n.dlq])
-        self.profiles: dict[str, dict[str, Any]] = {}
-        self.recs: dict[str, dict[str, Any]] = {}
-        self.dlq: list[dict[str, Any]] = []
-        self.tombstones: dict[str, set[str]] = {"profiles": set(), "recommendations": set()}
-        self.validated = 0
-
-    def poll(self) -> None:
-        for r in self.reader.poll(0.2):
-            key = r.key.decode() if r.key else ""
-            if r.topic == self.names.dlq:
-                jsonschema.validate(r.value, SCHEMAS["dlq"])
-                self.dlq.append(r.value)  # type: ignore[arg-type]
-            elif r.value is None:
-                which = "profiles" if r.topic == self.names.profiles else "recommendations"
-                self.tombstones[which].add(key)
-                (self.profiles if which == "profiles" else self.recs).pop(key, None)
-            elif r.topic == self.names.profiles:
-                jsonschema.validate(r.value, SCHEMAS["profile"])
-                self.profiles[key] = r.value
-            else:
-                jsonschema.validate(r.value, SCHEMAS["recommendations"])
-                self.recs[key] = r.value
-            self.validated += 1
-
-    def close(self) -> None:
-        self.reader.close()
+    return OutputFollower(settings, validate=_validate)
 
 
 def by_user(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -59,12 +33,12 @@ def by_user(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def caught_up(outputs: Outputs, expected: dict[str, int]) -> bool:
+def caught_up(outputs: OutputFollower, expected: dict[str, int]) -> bool:
     return all(outputs.profiles.get(u, {}).get("events_seen") == n and outputs.recs.get(u, {}).get("seq") ==
                outputs.profiles[u]["seq"] for u, n in expected.items())
 
 
-def assert_parity(model: ProfileModel, outputs: Outputs, histories: dict[str, list[dict[str, Any]]], k: int) -> float:
+def assert_parity(model: ProfileModel, outputs: OutputFollower, histories: dict[str, list[dict[str, Any]]], k: int) -> float:
     """Each user's last emitted profile/recommendations equal the offline pass; returns max |diff|."""
     worst = 0.0
     for uid, hist in histories.items():
