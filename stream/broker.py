@@ -180,7 +180,7 @@ def broker_up(settings: Settings, *, controller_port: int | None = None, heap: s
         return BrokerInfo(pid=-1, port=port, controller_port=cport, bootstrap=settings.bootstrap_servers,
                           data_dir="(not managed by this state dir)", log_file="", started_by_us=False)
     for p in (port, cport):
-        if not _port_free(p):
+        if not _wait_port_free(p, timeout=15.0):  # a broker stopped a moment ago may still hold it
             raise BrokerError(f"port {p} on 127.0.0.1 is taken by another program — stop it, or choose other ports "
                               f"with --bootstrap-servers 127.0.0.1:PORT (the controller uses PORT+1)")
     java, mvn = _require_tools()
@@ -205,23 +205,55 @@ def broker_up(settings: Settings, *, controller_port: int | None = None, heap: s
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise BrokerError(f"formatting Kafka storage in {data_dir} failed:\n{(proc.stdout + proc.stderr)[-1500:]}")
-    console = open(log_dir / "console.log", "ab")
-    proc_b = subprocess.Popen(jvm + ["kafka.Kafka", str(cfg)], stdout=console, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=kdir)
-    console.close()
-    info = BrokerInfo(pid=proc_b.pid, port=port, controller_port=cport, bootstrap=f"127.0.0.1:{port}",
+    info = BrokerInfo(pid=-1, port=port, controller_port=cport, bootstrap=f"127.0.0.1:{port}",
                       data_dir=str(data_dir), log_file=str(log_dir / "server.log"))
+    for attempt in range(1, _BIND_ATTEMPTS + 1):
+        info = _start_jvm(settings, jvm + ["kafka.Kafka", str(cfg)], info, kdir, log_dir, timeout,
+                          last_attempt=attempt == _BIND_ATTEMPTS)
+        if info.pid > 0:
+            return info
+        time.sleep(2.0)  # the port was still being released (BindException): try again
+    raise AssertionError("unreachable")
+
+
+#: Start attempts when the JVM fails to bind its port (a just-stopped broker releasing it).
+_BIND_ATTEMPTS = 5
+
+
+def _start_jvm(settings: Settings, cmd: list[str], info: BrokerInfo, kdir: Path, log_dir: Path, timeout: float,
+               *, last_attempt: bool) -> BrokerInfo:
+    """Start the broker JVM and wait for a metadata answer. Returns `info` with pid -1 when it
+    died of a BindException and another attempt is allowed; raises on any other failure."""
+    console_path = log_dir / "console.log"
+    offset = console_path.stat().st_size if console_path.exists() else 0
+    with open(console_path, "ab") as console:
+        proc_b = subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True, cwd=kdir)
+    info = BrokerInfo(**{**info.__dict__, "pid": proc_b.pid})
     _record_path(settings).write_text(json.dumps(info.__dict__))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc_b.poll() is not None:
             _record_path(settings).unlink(missing_ok=True)
-            tail = (log_dir / "console.log").read_text(errors="replace")[-2000:]
-            raise BrokerError(f"the Kafka broker exited with code {proc_b.returncode} during start-up:\n{tail}")
+            with open(console_path, "rb") as f:
+                f.seek(offset)
+                out = f.read().decode(errors="replace")
+            if "Address already in use" in out and not last_attempt:
+                return BrokerInfo(**{**info.__dict__, "pid": -1})
+            raise BrokerError(f"the Kafka broker exited with code {proc_b.returncode} during start-up:\n{out[-2000:]}")
         if check_reachable(info.bootstrap, timeout=1.0):
             return info
         time.sleep(0.2)
     raise BrokerError(f"the Kafka broker did not answer within {timeout:.0f} s; see {info.log_file}")
+
+
+def _wait_port_free(port: int, *, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _port_free(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def broker_down(settings: Settings, *, timeout: float = 30.0) -> BrokerInfo | None:
@@ -236,6 +268,9 @@ def broker_down(settings: Settings, *, timeout: float = 30.0) -> BrokerInfo | No
         time.sleep(0.1)
     if _pid_alive(rec.pid):
         os.kill(rec.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15.0  # return only once its ports are released
+        while _pid_alive(rec.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
     try:  # reap it when we are its parent (tests, demo)
         os.waitpid(rec.pid, os.WNOHANG)
     except ChildProcessError:
