@@ -5,6 +5,7 @@ as real `python -m stream worker` processes."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -13,17 +14,21 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from stream import Settings, broker_down, broker_up
+from stream import Settings, broker_down, broker_status, broker_up
 from stream.process import WorkerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
-#: Tests use their own broker port and state dir so they never touch a running demo.
-TEST_BOOTSTRAP = os.environ.get("PROFILESTREAM_TEST_BOOTSTRAP", "127.0.0.1:39092")
+#: Tests use their own broker port and state dir so they never touch a running demo. The port is
+#: below Linux's ephemeral range (32768-60999): there a client socket can hold it and the broker
+#: (re)start fails with "Address already in use".
+TEST_BOOTSTRAP = os.environ.get("PROFILESTREAM_TEST_BOOTSTRAP", "127.0.0.1:29092")
 
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Settings]:
     s = Settings.from_env({}, bootstrap_servers=TEST_BOOTSTRAP, state_dir=REPO / ".profilestream" / "test-broker")
+    if broker_status(s)[0] is None:  # not running: start from empty storage (test topics are disposable)
+        shutil.rmtree(s.state_dir, ignore_errors=True)
     info = broker_up(s, quiet=False)
     yield s
     if info.started_by_us:
