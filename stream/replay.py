@@ -77,7 +77,8 @@ def produce_events(settings: Settings, events: Iterable[dict[str, Any] | bytes |
         n += 1
         if bar is not None:
             bar.update(1)
-    left = producer.flush(60)
+    # Generous: after a broker restart librdkafka may hold tens of thousands of queued events.
+    left = producer.flush(300)
     if bar is not None:
         bar.close()
     if left or errors:
