@@ -8,6 +8,7 @@ once), `worker_crashes` (workers that died without being killed by the harness),
 
 from __future__ import annotations
 
+import base64
 import random
 import signal
 import sys
@@ -15,6 +16,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from collections import Counter
 from typing import Any, Literal
 
 import numpy as np
@@ -26,7 +28,7 @@ from stream.replay import iter_dataset_events, produce_events
 from stream.settings import Settings
 from stream.topics import ensure_topics
 
-__all__ = ["run_chaos", "Scenario"]
+__all__ = ["run_chaos", "run_fuzz", "Scenario"]
 
 Scenario = Literal["kill", "broker", "rebalance"]
 
@@ -147,22 +149,99 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
         if time.monotonic() - follower.last_record_at > 30:
             break
     elapsed = time.monotonic() - t_start
-    model = ProfileModel.load(s.artifact_path)
-    offline = _offline(model, histories)
+    lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
+    workers.check_crashes()
+    summary = {"scenario": scenario, "events": n, "users_checked": len(histories), "lost": lost,
+               "applied_twice": twice, "worker_crashes": workers.crashes, "dlq": len(follower.dlq),
+               "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery], "seconds": round(elapsed, 1),
+               "events_per_s": round(n / elapsed, 1)}
+    workers.stop_all()
+    follower.close()
+    return summary
+
+
+def _compare(model: ProfileModel, histories: dict[str, list[dict[str, Any]]],
+             follower: OutputFollower) -> tuple[int, int, float]:
+    """(lost, applied_twice, max_abs_diff) of the followed profiles against the offline pass."""
     lost = twice = 0
     worst = 0.0
-    for u, (count, vec) in offline.items():
+    for u, (count, vec) in _offline(model, histories).items():
         prof = follower.profiles.get(u)
         got = prof["events_seen"] if prof else 0
         lost += max(0, count - got)
         twice += max(0, got - count)
         if prof and got == count:
             worst = max(worst, float(np.max(np.abs(np.array(prof["vector"]) - vec))))
+    return lost, twice, worst
+
+
+def run_fuzz(settings: Settings, *, dataset: str = "ml-100k", events: int = 10_000, seed: int = 0,
+             rate: float | None = None, batch_size: int = 64, workdir: Path | None = None,
+             settle_timeout: float = 300.0) -> dict[str, Any]:
+    """Send `events` hypothesis-generated messages (about half valid renderings of real events,
+    half hostile; see bench/fuzz.py) to one worker. Checks: no worker crash, every invalid
+    message in the DLQ (matched by its exact bytes) with a reason, no valid message in the DLQ,
+    and every valid one applied (profiles equal the offline pass over the valid events)."""
+    from stream.broker import broker_up
+
+    try:
+        from .fuzz import generate
+    except ImportError as exc:  # hypothesis is a dev extra
+        raise RuntimeError(f"the fuzz scenario needs hypothesis ({exc}): pip install -e '.[dev]'") from None
+
+    workdir = workdir or Path(settings.state_dir) / "chaos" / uuid.uuid4().hex[:8]
+    s = settings.with_(topic_prefix=f"fuzz{uuid.uuid4().hex[:8]}.", batch_size=batch_size, standby_replicas=0)
+    broker_up(s, quiet=True)
+    ensure_topics(s)
+    base = list(iter_dataset_events(dataset, s))[:events]
+    print(f"  generating {events} messages with hypothesis (seed {seed})", file=sys.stderr)
+    msgs = generate(base, events, seed=seed)
+    valid = [m for m in msgs if m.valid]
+    invalid = [m for m in msgs if not m.valid]
+    histories: dict[str, list[dict[str, Any]]] = {}
+    for m in valid:
+        assert m.event is not None
+        histories.setdefault(str(m.event["user_id"]), []).append(m.event)
+    workers = _Workers(s, workdir)
+    follower = OutputFollower(s)
+    worker = workers.add()
+    pid = worker.proc.pid if worker.proc else -1
+    t_start = time.monotonic()
+    produce_events(s, [(m.key, m.value) for m in msgs], rate=rate, progress=True)
+    expected = {u: len(h) for u, h in histories.items()}
+    deadline = time.monotonic() + settle_timeout
+    while time.monotonic() < deadline:
+        follower.poll(0.2)
+        workers.check_crashes()
+        done = all(follower.profiles.get(u, {}).get("events_seen") == c for u, c in expected.items())
+        if done and len(follower.dlq) >= len(invalid):
+            break
+        if time.monotonic() - follower.last_record_at > 30:
+            break
+    elapsed = time.monotonic() - t_start
+    # Every invalid message must be in the DLQ, recognised by its exact bytes (a multiset match).
+    sent = Counter(m.value for m in invalid)
+    unexpected = 0
+    no_reason = 0
+    for d in follower.dlq:
+        raw = None if d["raw_base64"] is None else base64.b64decode(d["raw_base64"])
+        if d["stage"] == "normalize" and not d["raw_truncated"] and sent[raw] > 0:
+            sent[raw] -= 1
+        else:
+            unexpected += 1
+        if len(str(d.get("reason") or "").strip()) < 8:
+            no_reason += 1
+    missing = sum(sent.values())
+    lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
     workers.check_crashes()
-    summary = {"scenario": scenario, "events": n, "users_checked": len(offline), "lost": lost,
-               "applied_twice": twice, "worker_crashes": workers.crashes, "dlq": len(follower.dlq),
-               "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery], "seconds": round(elapsed, 1),
-               "events_per_s": round(n / elapsed, 1)}
+    summary = {"scenario": "fuzz", "events": len(msgs), "valid_sent": len(valid), "invalid_sent": len(invalid),
+               "users_checked": len(histories), "lost": lost, "applied_twice": twice,
+               "worker_crashes": workers.crashes, "worker_restarts": int(not worker.alive() or worker.proc is None
+                                                                          or worker.proc.pid != pid),
+               "dlq": len(follower.dlq), "invalid_missing_from_dlq": missing, "dlq_unexpected": unexpected,
+               "dlq_without_reason": no_reason, "max_abs_diff": worst, "recovery_s": [],
+               "kinds": dict(sorted(Counter(m.kind for m in msgs).items())), "seconds": round(elapsed, 1),
+               "events_per_s": round(len(msgs) / elapsed, 1)}
     workers.stop_all()
     follower.close()
     return summary

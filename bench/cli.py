@@ -29,38 +29,51 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
     from stream.settings import Settings
 
-    from .chaos import run_chaos
+    from .chaos import run_chaos, run_fuzz
 
     s = Settings.from_env(bootstrap_servers=args.bootstrap_servers, state_dir=args.state_dir, artifact=args.artifact)
-    scenarios = ["kill", "broker", "rebalance"] if args.scenario == "all" else [args.scenario]
+    scenarios = ["kill", "broker", "rebalance", "fuzz"] if args.scenario == "all" else [args.scenario]
     results = []
     for sc in scenarios:
         print(f"chaos scenario {sc}:", file=sys.stderr)
-        results.append(run_chaos(s, scenario=sc, dataset=args.dataset, events=args.events, kills=args.kills,
-                                 rate=args.rate, seed=args.seed))
+        if sc == "fuzz":
+            results.append(run_fuzz(s, dataset=args.dataset, events=args.events or 10_000, seed=args.seed))
+        else:
+            results.append(run_chaos(s, scenario=sc, dataset=args.dataset, events=args.events, kills=args.kills,
+                                     rate=args.rate, seed=args.seed))
         r = results[-1]
         if not args.json:
-            print(f"{sc:<10} events {r['events']:>6}  users {r['users_checked']:>4}  lost {r['lost']}  "
-                  f"applied_twice {r['applied_twice']}  worker_crashes {r['worker_crashes']}  dlq {r['dlq']}  "
-                  f"max_abs_diff {r['max_abs_diff']:.1e}  recovery {r['recovery_s']} s  ({r['seconds']} s)")
+            line = (f"{sc:<10} events {r['events']:>6}  users {r['users_checked']:>4}  lost {r['lost']}  "
+                    f"applied_twice {r['applied_twice']}  worker_crashes {r['worker_crashes']}  dlq {r['dlq']}  "
+                    f"max_abs_diff {r['max_abs_diff']:.1e}")
+            if sc == "fuzz":
+                line += (f"  invalid {r['invalid_sent']} (missing from DLQ {r['invalid_missing_from_dlq']})  "
+                         f"valid {r['valid_sent']}  unexpected DLQ {r['dlq_unexpected']}")
+            else:
+                line += f"  recovery {r['recovery_s']} s"
+            print(line + f"  ({r['seconds']} s)")
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results))
-    bad = any(r["lost"] or r["applied_twice"] or r["worker_crashes"] or r["max_abs_diff"] > 1e-5 for r in results)
+    bad = any(r["lost"] or r["applied_twice"] or r["worker_crashes"] or r["max_abs_diff"] > 1e-5
+              or r.get("invalid_missing_from_dlq") or r.get("dlq_unexpected") or r.get("dlq_without_reason")
+              for r in results)
     return 1 if bad else 0
 
 
 def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     c = sub.add_parser("chaos", help="replay under worker kills, broker restarts or rebalances; check every profile",
                        description="Replay a dataset while killing workers with SIGKILL (kill), restarting the local "
-                                   "broker (broker) or going from 1 to 2 to 3 to 1 workers (rebalance); then compare "
-                                   "every user's final profile with the offline pass and print lost, applied_twice, "
-                                   "worker_crashes, dlq, users_checked, max_abs_diff. Exit 1 when the invariant breaks.")
-    c.add_argument("--scenario", choices=["kill", "broker", "rebalance", "all"], default="kill")
+                                   "broker (broker) or going from 1 to 2 to 3 to 1 workers (rebalance), or sending "
+                                   "hypothesis-generated hostile and valid messages (fuzz, 10,000 by default); then "
+                                   "compare every user's final profile with the offline pass and print lost, "
+                                   "applied_twice, worker_crashes, dlq, users_checked, max_abs_diff (fuzz also: every "
+                                   "invalid message found in the DLQ by its bytes). Exit 1 when the invariant breaks.")
+    c.add_argument("--scenario", choices=["kill", "broker", "rebalance", "fuzz", "all"], default="kill")
     c.add_argument("--dataset", default="ml-100k")
-    c.add_argument("--events", type=int, default=None, help="replay only the first N events (default: all)")
+    c.add_argument("--events", type=int, default=None, help="replay only the first N events (default: all; fuzz: N messages, default 10000)")
     c.add_argument("--kills", type=int, default=5, help="kill -9 count in the kill scenario (default 5)")
     c.add_argument("--rate", type=float, default=600.0, help="replay events/s (default 600)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the kill schedule")
+    c.add_argument("--seed", type=int, default=0, help="seed of the kill schedule / the fuzz generator")
     c.add_argument("--json", action="store_true", help="one summary object per scenario as JSON")
     c.add_argument("--bootstrap-servers", default=None)
     c.add_argument("--state-dir", type=Path, default=None)

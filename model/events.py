@@ -121,13 +121,20 @@ def _id_field(obj: Mapping[str, Any], name: str) -> str:
     return s
 
 
+def _as_float(v: int | float, name: str) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an integer literal beyond float range (e.g. 400 digits)
+        raise InvalidEvent(f"{name!r} integer is too large ({len(str(v))} digits)") from None
+
+
 def _timestamp(v: Any, now: float) -> float:
     if v is None:
         raise InvalidEvent("missing required field 'ts'")
     if isinstance(v, bool):
         raise InvalidEvent("'ts' must be epoch seconds or an ISO-8601 string, got bool")
     if isinstance(v, (int, float)):
-        ts = float(v)
+        ts = _as_float(v, "ts")
     elif isinstance(v, str):
         try:
             dt = datetime.fromisoformat(v.strip())
@@ -176,7 +183,7 @@ def validate_event(obj: Any, *, now: float | None = None) -> Event:
     if v is not None:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InvalidEvent(f"'value' must be a number, got {type(v).__name__}")
-        value = float(v)
+        value = _as_float(v, "value")
         if not math.isfinite(value):
             raise InvalidEvent("'value' is not a finite number")
         lo, hi = VALUE_RANGES[etype]

@@ -33,6 +33,9 @@ class TrainConfig:
     epochs: int = 40
     batch_users: int = 32
     lr: float = 3e-3
+    # "cosine": anneal the learning rate to 0 over `epochs` (per optimiser step); with a fixed epoch
+    # count that fits the time budget this converges instead of being cut off mid-descent.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     weight_decay: float = 0.0
     patience: int = 4
     seed: int = 0
@@ -182,6 +185,8 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
     rng = np.random.default_rng(cfg.seed)
     best = (-1.0, 0, {k: v.detach().clone() for k, v in net.state_dict().items()})
     history: list[dict[str, float]] = []
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * len(batches))
+             if cfg.lr_schedule == "cosine" else None)
     loss_fn = nn.CrossEntropyLoss()
     deadline = t_start + cfg.max_minutes * 60
     bar = tqdm(total=cfg.epochs, desc="training", unit="epoch", file=sys.stderr, disable=not progress)
@@ -203,6 +208,8 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(targets)
             count += len(targets)
         ranks = rank_of_targets(lstm_scores(net, ds, valid_es), valid_es.targets, valid_es.masks)

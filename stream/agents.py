@@ -138,11 +138,16 @@ def declare(app: "ProfilestreamApp") -> None:
             m.events_in.inc()
             try:
                 ev = parse_event(msg.value, max_bytes=s.max_event_bytes)
-            except InvalidEvent as exc:
+            except Exception as exc:  # noqa: BLE001 - no input may stop the worker
+                if isinstance(exc, InvalidEvent):
+                    reason = str(exc)
+                else:  # a validator bug: still route the message, and say so loudly in the log
+                    reason = f"could not validate ({type(exc).__name__}: {str(exc)[:200]})"
+                    log.exception("validator raised on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 m.dlq.labels("normalize").inc()
-                log.info("DLQ %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+                log.info("DLQ %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
                 await app.dlq_topic.send(  # type: ignore[attr-defined]
-                    key=msg.key, value=dlq_record(str(exc), msg.value, stage="normalize", topic=msg.topic,
+                    key=msg.key, value=dlq_record(reason, msg.value, stage="normalize", topic=msg.topic,
                                                   partition=msg.partition, offset=msg.offset, key=msg.key))
                 continue
             m.events_valid.inc()

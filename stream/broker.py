@@ -24,7 +24,7 @@ from pathlib import Path
 from .errors import BrokerError
 from .settings import Settings
 
-__all__ = ["BrokerInfo", "broker_up", "broker_down", "broker_status", "wait_reachable", "check_reachable"]
+__all__ = ["BrokerInfo", "TlsListener", "broker_up", "broker_down", "broker_status", "wait_reachable", "check_reachable"]
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "kafka"
 KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", (DEPLOY_DIR / "pom.xml").read_text()).group(1)  # type: ignore[union-attr]
@@ -39,6 +39,27 @@ class BrokerInfo:
     data_dir: str
     log_file: str
     started_by_us: bool = True
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """An extra SSL listener on 127.0.0.1:`port` serving the key and certificate of a PKCS12
+    keystore (for trying TLS locally and for the test of the clients' TLS settings; the
+    plaintext listener stays, the controller and inter-broker traffic use it)."""
+
+    port: int
+    keystore: Path
+    password: str
+
+    def properties(self, props: str) -> str:
+        for key in ("listeners", "advertised.listeners"):
+            props = re.sub(rf"^{re.escape(key)}=(.*)$", lambda m: f"{key}={m.group(1)},SSL://127.0.0.1:{self.port}",
+                           props, count=1, flags=re.M)
+        props = re.sub(r"^listener.security.protocol.map=(.*)$", lambda m: f"{m.group(0)},SSL:SSL", props,
+                       count=1, flags=re.M)
+        return props + (f"\n# TLS listener (profilestream broker up --tls-port)\nssl.keystore.type=PKCS12\n"
+                        f"ssl.keystore.location={Path(self.keystore).resolve()}\nssl.keystore.password={self.password}\n"
+                        f"ssl.key.password={self.password}\nssl.client.auth=none\n")
 
 
 def _kafka_dir(settings: Settings) -> Path:
@@ -166,8 +187,9 @@ def broker_status(settings: Settings) -> tuple[BrokerInfo | None, bool]:
 
 
 def broker_up(settings: Settings, *, controller_port: int | None = None, heap: str = "768m",
-              timeout: float = 90.0, quiet: bool = False) -> BrokerInfo:
-    """Start the local broker for `settings.bootstrap_servers` (idempotent) and return where it runs."""
+              timeout: float = 90.0, quiet: bool = False, tls: TlsListener | None = None) -> BrokerInfo:
+    """Start the local broker for `settings.bootstrap_servers` (idempotent) and return where it
+    runs; with `tls`, it also listens for TLS clients on `tls.port`."""
     port = _port_of(settings.bootstrap_servers)
     cport = controller_port or port + 1
     kdir = _kafka_dir(settings).resolve()
@@ -179,7 +201,7 @@ def broker_up(settings: Settings, *, controller_port: int | None = None, heap: s
         # Something else (a broker of another state dir, docker compose) already serves it: use it.
         return BrokerInfo(pid=-1, port=port, controller_port=cport, bootstrap=settings.bootstrap_servers,
                           data_dir="(not managed by this state dir)", log_file="", started_by_us=False)
-    for p in (port, cport):
+    for p in (port, cport) + ((tls.port,) if tls else ()):
         if not _wait_port_free(p, timeout=15.0):  # a broker stopped a moment ago may still hold it
             raise BrokerError(f"port {p} on 127.0.0.1 is taken by another program — stop it, or choose other ports "
                               f"with --bootstrap-servers 127.0.0.1:PORT (the controller uses PORT+1)")
@@ -190,6 +212,11 @@ def broker_up(settings: Settings, *, controller_port: int | None = None, heap: s
     log_dir.mkdir(parents=True, exist_ok=True)
     props = (DEPLOY_DIR / "server.properties").read_text()
     props = props.replace("${port}", str(port)).replace("${controller_port}", str(cport)).replace("${data_dir}", str(data_dir))
+    if tls is not None:
+        if not Path(tls.keystore).is_file():
+            raise BrokerError(f"TLS keystore {tls.keystore} not found — give a PKCS12 file with the broker's key and "
+                              f"certificate (keytool -genkeypair -storetype PKCS12 ...)")
+        props = tls.properties(props)
     cfg = kdir / "server.properties"
     formatted = (data_dir / "meta.properties").is_file()
     if formatted and cfg.is_file() and cfg.read_text() != props:

@@ -43,7 +43,16 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     if args.action == "up":
-        info = broker_up(s)
+        tls = None
+        if args.tls_port or args.tls_keystore:
+            import os
+
+            from .broker import TlsListener
+
+            if not (args.tls_port and args.tls_keystore):
+                raise SystemExit("--tls-port and --tls-keystore go together")
+            tls = TlsListener(args.tls_port, args.tls_keystore, os.environ.get("PROFILESTREAM_BROKER_TLS_PASSWORD", ""))
+        info = broker_up(s, tls=tls)
         where = f"pid {info.pid}, data {info.data_dir}, log {info.log_file}" if info.started_by_us else info.data_dir
         print(f"Kafka {'' if info.started_by_us else '(already running, not ours) '}ready at {info.bootstrap}  ({where})")
     elif args.action == "down":
@@ -149,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("broker", parents=[sp], help="start/stop/inspect the local Kafka broker",
                        description="Local single-node Apache Kafka 4 (KRaft) under STATE_DIR/kafka.")
     b.add_argument("action", choices=["up", "down", "status"])
+    b.add_argument("--tls-port", type=int, default=None,
+                   help="up: also listen for TLS clients on 127.0.0.1:PORT (needs --tls-keystore)")
+    b.add_argument("--tls-keystore", type=Path, default=None,
+                   help="up: PKCS12 keystore with the broker's key and certificate; its password is read from "
+                        "PROFILESTREAM_BROKER_TLS_PASSWORD (see docs/operations.md)")
     b.set_defaults(func=cmd_broker)
 
     w = sub.add_parser("worker", parents=[sp], help="run a stream worker (normalize + profile agents)",

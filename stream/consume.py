@@ -123,7 +123,7 @@ class OutputFollower:
     def poll(self, timeout: float = 0.2) -> int:
         records = self.reader.poll(timeout, 5000)
         for r in records:
-            key = r.key.decode() if r.key else ""
+            key = r.key.decode("utf-8", "replace") if r.key else ""  # DLQ keys are whatever producers sent
             kind = ("dlq" if r.topic == self.names.dlq else
                     "profile" if r.topic == self.names.profiles else "recommendations")
             if r.value is None:

@@ -29,11 +29,14 @@ def iter_dataset_events(dataset: str, settings: Settings, *, users: int | None =
     return ds.event_dicts(order)
 
 
-def produce_events(settings: Settings, events: Iterable[dict[str, Any] | bytes | None], *, rate: float | None = None,
+Message = dict[str, Any] | bytes | None | tuple[bytes | None, bytes | None]
+
+
+def produce_events(settings: Settings, events: Iterable[Message], *, rate: float | None = None,
                    limit: int | None = None, topic: str | None = None, progress: bool = True,
-                   on_send: Callable[[int, dict[str, Any] | bytes | None], None] | None = None) -> int:
+                   on_send: Callable[[int, Message], None] | None = None) -> int:
     """Send events: dicts are JSON-encoded and keyed by user_id; bytes (and None, a null
-    value) are sent as they are, unkeyed."""
+    value) are sent as they are, unkeyed; a (key, value) pair of bytes is sent exactly so."""
     from confluent_kafka import Producer
 
     ensure_topics(settings)
@@ -63,6 +66,8 @@ def produce_events(settings: Settings, events: Iterable[dict[str, Any] | bytes |
                 time.sleep(ahead)
         if ev is None or isinstance(ev, bytes):
             value, key = ev, None
+        elif isinstance(ev, tuple):
+            key, value = ev
         else:
             value, key = json.dumps(ev).encode(), str(ev.get("user_id", "")).encode()
         while True:

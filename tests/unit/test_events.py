@@ -39,3 +39,26 @@ def test_timestamps_keep_second_resolution() -> None:
 def test_forget_needs_no_item_or_ts() -> None:
     ev = parse_event(b'{"user_id": "u9", "type": "forget"}')
     assert ev.type == "forget" and ev.item_id is None and ev.user_id == "u9"
+
+
+def test_hypothesis_messages_are_classified_as_constructed() -> None:
+    """1,500 hypothesis-generated messages (bench/fuzz.py): each valid rendering parses to the
+    event it was made from; each hostile one raises InvalidEvent (never another exception)."""
+    from bench.fuzz import generate
+
+    base = [{"user_id": str(u), "item_id": str(100 + i), "type": t, "ts": 881250949.0 + i, "value": 3.0,
+             "event_id": f"e{i}"} for i, (u, t) in enumerate((u % 40, "rate") for u in range(2000))]
+    msgs = generate(base, 1500, seed=7)
+    kinds = {m.kind for m in msgs}
+    assert sum(m.valid for m in msgs) > 500 and sum(not m.valid for m in msgs) > 500
+    assert len([k for k in kinds if k.startswith("invalid/")]) >= 10  # every hostile family shows up
+    for m in msgs:
+        if m.valid:
+            assert m.event is not None
+            ev = parse_event(m.value)  # type: ignore[arg-type]
+            want = m.event
+            assert (ev.user_id, ev.item_id, ev.type, ev.ts, ev.value) == (
+                str(want["user_id"]), str(want["item_id"]), want["type"], float(want["ts"]), float(want["value"])), m
+        else:
+            with pytest.raises(InvalidEvent):
+                parse_event(m.value)  # type: ignore[arg-type]
