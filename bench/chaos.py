@@ -30,7 +30,7 @@ from stream.topics import ensure_topics
 
 __all__ = ["run_chaos", "run_fuzz", "Scenario"]
 
-Scenario = Literal["kill", "broker", "rebalance"]
+Scenario = Literal["kill", "broker", "rebalance", "failover"]
 
 
 def _offline(model: ProfileModel, histories: dict[str, list[dict[str, Any]]]) -> dict[str, tuple[int, np.ndarray]]:
@@ -81,12 +81,18 @@ class _Workers:
 
 def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k", events: int | None = None,
               kills: int = 5, rate: float | None = 600.0, seed: int = 0, batch_size: int = 64,
-              workdir: Path | None = None, settle_timeout: float = 600.0) -> dict[str, Any]:
+              workdir: Path | None = None, settle_timeout: float = 600.0, standby: int = 0) -> dict[str, Any]:
+    """Scenarios: `kill` (SIGKILL one worker `kills` times, restarting it at once), `broker` (two
+    broker restarts), `rebalance` (1 → 2 → 3 → 1 workers), `failover` (two workers with `standby`
+    standby replicas; one is killed half-way and not restarted: `recovery_s` is the time from the
+    kill until every event sent up to 2 s after it has been applied, by the survivor for the dead
+    worker's partitions)."""
     from stream.broker import broker_down, broker_up, wait_reachable
 
     rng = random.Random(seed)
     workdir = workdir or Path(settings.state_dir) / "chaos" / uuid.uuid4().hex[:8]
-    s = settings.with_(topic_prefix=f"chaos{uuid.uuid4().hex[:8]}.", batch_size=batch_size, standby_replicas=0)
+    s = settings.with_(topic_prefix=f"chaos{uuid.uuid4().hex[:8]}.", batch_size=batch_size,
+                       standby_replicas=standby if scenario == "failover" else 0)
     info = broker_up(s, quiet=True)
     if scenario == "broker" and not info.started_by_us and info.pid < 0:
         raise RuntimeError("the broker scenario restarts the local broker: run it against `profilestream broker up`")
@@ -97,66 +103,90 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
         histories.setdefault(str(e["user_id"]), []).append(e)
     workers = _Workers(s, workdir)
     follower = OutputFollower(s)
-    workers.add()
-    sent = [0]
-    producer = threading.Thread(target=produce_events, args=(s, evs), daemon=True,
-                                kwargs={"rate": rate, "progress": True, "on_send": lambda n, _: sent.__setitem__(0, n + 1)})
-    t_start = time.monotonic()
-    producer.start()
-    n = len(evs)
-    if scenario == "kill":
-        points = sorted(rng.uniform(0.05, 0.9) * n for _ in range(kills))
-    elif scenario == "broker":
-        points = [n / 3, 2 * n / 3]
-    else:
-        points = [n * f for f in (0.15, 0.35, 0.6)]
-    recovery: list[float] = []
-    for j, point in enumerate(points):
-        while sent[0] < point and producer.is_alive():
-            follower.poll(0.1)
-            workers.check_crashes()
-        at = sent[0]
+    try:
+        workers.add()
+        if scenario == "failover":
+            workers.add()
+        sent = [0]
+        producer = threading.Thread(target=produce_events, args=(s, evs), daemon=True,
+                                    kwargs={"rate": rate, "progress": True, "on_send": lambda n, _: sent.__setitem__(0, n + 1)})
+        t_start = time.monotonic()
+        producer.start()
+        n = len(evs)
         if scenario == "kill":
-            victim = rng.choice(workers.live())
-            workers.stop(victim, signal.SIGKILL)
-            t0 = time.monotonic()
-            victim.start(ready_timeout=180)
-            recovery.append(time.monotonic() - t0)
-            print(f"  kill -9 #{j + 1} at ~{at} events: ready again after {recovery[-1]:.1f} s", file=sys.stderr)
+            points = sorted(rng.uniform(0.05, 0.9) * n for _ in range(kills))
         elif scenario == "broker":
-            t0 = time.monotonic()
-            broker_down(s)
-            broker_up(s, quiet=True)
-            wait_reachable(s, timeout=60)
-            recovery.append(time.monotonic() - t0)
-            print(f"  broker restart at ~{at} events: back after {recovery[-1]:.1f} s", file=sys.stderr)
+            points = [n / 3, 2 * n / 3]
+        elif scenario == "failover":
+            points = [n / 2]
         else:
-            if j < 2:
-                workers.add()
+            points = [n * f for f in (0.15, 0.35, 0.6)]
+        recovery: list[float] = []
+        for j, point in enumerate(points):
+            while sent[0] < point and producer.is_alive():
+                follower.poll(0.1)
+                workers.check_crashes()
+            at = sent[0]
+            if scenario == "kill":
+                victim = rng.choice(workers.live())
+                workers.stop(victim, signal.SIGKILL)
+                t0 = time.monotonic()
+                victim.start(ready_timeout=180)
+                recovery.append(time.monotonic() - t0)
+                print(f"  kill -9 #{j + 1} at ~{at} events: ready again after {recovery[-1]:.1f} s", file=sys.stderr)
+            elif scenario == "broker":
+                t0 = time.monotonic()
+                broker_down(s)
+                broker_up(s, quiet=True)
+                wait_reachable(s, timeout=60)
+                recovery.append(time.monotonic() - t0)
+                print(f"  broker restart at ~{at} events: back after {recovery[-1]:.1f} s", file=sys.stderr)
+            elif scenario == "failover":
+                victim = workers.live()[-1]
+                workers.stop(victim, signal.SIGKILL)
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 2.0:  # events sent in the 2 s after the kill ...
+                    follower.poll(0.1)
+                upto = sent[0]
+                want: dict[str, int] = {}
+                for e in evs[:upto]:
+                    want[str(e["user_id"])] = want.get(str(e["user_id"]), 0) + 1
+                while time.monotonic() - t0 < 180:  # ... are all applied once the survivor took over
+                    follower.poll(0.1)
+                    workers.check_crashes()
+                    if all(follower.profiles.get(u, {}).get("events_seen", 0) >= c for u, c in want.items()):
+                        break
+                recovery.append(time.monotonic() - t0)
+                print(f"  kill -9 of worker 2 of 2 at ~{at} events (standby replicas {standby}): every event sent up to "
+                      f"2 s after the kill was applied {recovery[-1]:.1f} s after it", file=sys.stderr)
             else:
-                for w in workers.live()[1:]:
-                    workers.stop(w, signal.SIGTERM)
-            print(f"  rebalance at ~{at} events: {len(workers.live())} worker(s)", file=sys.stderr)
-    producer.join()
-    expected = {u: len(h) for u, h in histories.items()}
-    deadline = time.monotonic() + settle_timeout
-    # Settled when every user shows its expected count, or nothing new arrived for 30 s.
-    while time.monotonic() < deadline:
-        follower.poll(0.2)
+                if j < 2:
+                    workers.add()
+                else:
+                    for w in workers.live()[1:]:
+                        workers.stop(w, signal.SIGTERM)
+                print(f"  rebalance at ~{at} events: {len(workers.live())} worker(s)", file=sys.stderr)
+        producer.join()
+        expected = {u: len(h) for u, h in histories.items()}
+        deadline = time.monotonic() + settle_timeout
+        # Settled when every user shows its expected count, or nothing new arrived for 30 s.
+        while time.monotonic() < deadline:
+            follower.poll(0.2)
+            workers.check_crashes()
+            if all(follower.profiles.get(u, {}).get("events_seen") == c for u, c in expected.items()):
+                break
+            if time.monotonic() - follower.last_record_at > 30:
+                break
+        elapsed = time.monotonic() - t_start
+        lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
         workers.check_crashes()
-        if all(follower.profiles.get(u, {}).get("events_seen") == c for u, c in expected.items()):
-            break
-        if time.monotonic() - follower.last_record_at > 30:
-            break
-    elapsed = time.monotonic() - t_start
-    lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
-    workers.check_crashes()
-    summary = {"scenario": scenario, "events": n, "users_checked": len(histories), "lost": lost,
-               "applied_twice": twice, "worker_crashes": workers.crashes, "dlq": len(follower.dlq),
-               "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery], "seconds": round(elapsed, 1),
-               "events_per_s": round(n / elapsed, 1)}
-    workers.stop_all()
-    follower.close()
+        summary = {"scenario": scenario, "standby_replicas": s.standby_replicas, "events": n, "users_checked": len(histories), "lost": lost,
+                   "applied_twice": twice, "worker_crashes": workers.crashes, "dlq": len(follower.dlq),
+                   "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery], "seconds": round(elapsed, 1),
+                   "events_per_s": round(n / elapsed, 1)}
+    finally:  # never leave a worker running, whatever went wrong
+        workers.stop_all()
+        follower.close()
     return summary
 
 
@@ -204,44 +234,46 @@ def run_fuzz(settings: Settings, *, dataset: str = "ml-100k", events: int = 10_0
         histories.setdefault(str(m.event["user_id"]), []).append(m.event)
     workers = _Workers(s, workdir)
     follower = OutputFollower(s)
-    worker = workers.add()
-    pid = worker.proc.pid if worker.proc else -1
-    t_start = time.monotonic()
-    produce_events(s, [(m.key, m.value) for m in msgs], rate=rate, progress=True)
-    expected = {u: len(h) for u, h in histories.items()}
-    deadline = time.monotonic() + settle_timeout
-    while time.monotonic() < deadline:
-        follower.poll(0.2)
+    try:
+        worker = workers.add()
+        pid = worker.proc.pid if worker.proc else -1
+        t_start = time.monotonic()
+        produce_events(s, [(m.key, m.value) for m in msgs], rate=rate, progress=True)
+        expected = {u: len(h) for u, h in histories.items()}
+        deadline = time.monotonic() + settle_timeout
+        while time.monotonic() < deadline:
+            follower.poll(0.2)
+            workers.check_crashes()
+            done = all(follower.profiles.get(u, {}).get("events_seen") == c for u, c in expected.items())
+            if done and len(follower.dlq) >= len(invalid):
+                break
+            if time.monotonic() - follower.last_record_at > 30:
+                break
+        elapsed = time.monotonic() - t_start
+        # Every invalid message must be in the DLQ, recognised by its exact bytes (a multiset match).
+        sent = Counter(m.value for m in invalid)
+        unexpected = 0
+        no_reason = 0
+        for d in follower.dlq:
+            raw = None if d["raw_base64"] is None else base64.b64decode(d["raw_base64"])
+            if d["stage"] == "normalize" and not d["raw_truncated"] and sent[raw] > 0:
+                sent[raw] -= 1
+            else:
+                unexpected += 1
+            if len(str(d.get("reason") or "").strip()) < 8:
+                no_reason += 1
+        missing = sum(sent.values())
+        lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
         workers.check_crashes()
-        done = all(follower.profiles.get(u, {}).get("events_seen") == c for u, c in expected.items())
-        if done and len(follower.dlq) >= len(invalid):
-            break
-        if time.monotonic() - follower.last_record_at > 30:
-            break
-    elapsed = time.monotonic() - t_start
-    # Every invalid message must be in the DLQ, recognised by its exact bytes (a multiset match).
-    sent = Counter(m.value for m in invalid)
-    unexpected = 0
-    no_reason = 0
-    for d in follower.dlq:
-        raw = None if d["raw_base64"] is None else base64.b64decode(d["raw_base64"])
-        if d["stage"] == "normalize" and not d["raw_truncated"] and sent[raw] > 0:
-            sent[raw] -= 1
-        else:
-            unexpected += 1
-        if len(str(d.get("reason") or "").strip()) < 8:
-            no_reason += 1
-    missing = sum(sent.values())
-    lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
-    workers.check_crashes()
-    summary = {"scenario": "fuzz", "events": len(msgs), "valid_sent": len(valid), "invalid_sent": len(invalid),
-               "users_checked": len(histories), "lost": lost, "applied_twice": twice,
-               "worker_crashes": workers.crashes, "worker_restarts": int(not worker.alive() or worker.proc is None
-                                                                          or worker.proc.pid != pid),
-               "dlq": len(follower.dlq), "invalid_missing_from_dlq": missing, "dlq_unexpected": unexpected,
-               "dlq_without_reason": no_reason, "max_abs_diff": worst, "recovery_s": [],
-               "kinds": dict(sorted(Counter(m.kind for m in msgs).items())), "seconds": round(elapsed, 1),
-               "events_per_s": round(len(msgs) / elapsed, 1)}
-    workers.stop_all()
-    follower.close()
+        summary = {"scenario": "fuzz", "events": len(msgs), "valid_sent": len(valid), "invalid_sent": len(invalid),
+                   "users_checked": len(histories), "lost": lost, "applied_twice": twice,
+                   "worker_crashes": workers.crashes, "worker_restarts": int(not worker.alive() or worker.proc is None
+                                                                              or worker.proc.pid != pid),
+                   "dlq": len(follower.dlq), "invalid_missing_from_dlq": missing, "dlq_unexpected": unexpected,
+                   "dlq_without_reason": no_reason, "max_abs_diff": worst, "recovery_s": [],
+                   "kinds": dict(sorted(Counter(m.kind for m in msgs).items())), "seconds": round(elapsed, 1),
+                   "events_per_s": round(len(msgs) / elapsed, 1)}
+    finally:  # never leave a worker running, whatever went wrong
+        workers.stop_all()
+        follower.close()
     return summary

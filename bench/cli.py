@@ -32,7 +32,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     from .chaos import run_chaos, run_fuzz
 
     s = Settings.from_env(bootstrap_servers=args.bootstrap_servers, state_dir=args.state_dir, artifact=args.artifact)
-    scenarios = ["kill", "broker", "rebalance", "fuzz"] if args.scenario == "all" else [args.scenario]
+    scenarios = ["kill", "broker", "rebalance", "failover", "fuzz"] if args.scenario == "all" else [args.scenario]
     results = []
     for sc in scenarios:
         print(f"chaos scenario {sc}:", file=sys.stderr)
@@ -40,7 +40,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
             results.append(run_fuzz(s, dataset=args.dataset, events=args.events or 10_000, seed=args.seed))
         else:
             results.append(run_chaos(s, scenario=sc, dataset=args.dataset, events=args.events, kills=args.kills,
-                                     rate=args.rate, seed=args.seed))
+                                     rate=args.rate, seed=args.seed, standby=args.standby))
         r = results[-1]
         if not args.json:
             line = (f"{sc:<10} events {r['events']:>6}  users {r['users_checked']:>4}  lost {r['lost']}  "
@@ -63,12 +63,15 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     c = sub.add_parser("chaos", help="replay under worker kills, broker restarts or rebalances; check every profile",
                        description="Replay a dataset while killing workers with SIGKILL (kill), restarting the local "
-                                   "broker (broker) or going from 1 to 2 to 3 to 1 workers (rebalance), or sending "
+                                   "broker (broker), going from 1 to 2 to 3 to 1 workers (rebalance), killing one of "
+                                   "two workers for good (failover; see --standby), or sending "
                                    "hypothesis-generated hostile and valid messages (fuzz, 10,000 by default); then "
                                    "compare every user's final profile with the offline pass and print lost, "
                                    "applied_twice, worker_crashes, dlq, users_checked, max_abs_diff (fuzz also: every "
                                    "invalid message found in the DLQ by its bytes). Exit 1 when the invariant breaks.")
-    c.add_argument("--scenario", choices=["kill", "broker", "rebalance", "fuzz", "all"], default="kill")
+    c.add_argument("--scenario", choices=["kill", "broker", "rebalance", "failover", "fuzz", "all"], default="kill")
+    c.add_argument("--standby", type=int, default=0,
+                   help="failover: standby replicas of the state table (0 or 1 with two workers; default 0)")
     c.add_argument("--dataset", default="ml-100k")
     c.add_argument("--events", type=int, default=None, help="replay only the first N events (default: all; fuzz: N messages, default 10000)")
     c.add_argument("--kills", type=int, default=5, help="kill -9 count in the kill scenario (default 5)")
