@@ -2,12 +2,15 @@
 certificate this test makes with keytool. The worker (Faust/aiokafka), the replay producer, the
 admin client and the output reader (confluent-kafka) are given only the TLS address and the
 certificate through Settings, and the stream still matches the offline pass. Clients that do
-not trust the certificate, or speak plaintext, are refused, so the traffic really is TLS."""
+not trust the certificate, or speak plaintext, are refused, so the traffic really is TLS.
+With the broker private to it, the test also stops the broker before the worker and checks that
+the worker still exits (shutdown watchdog, stream/worker.py)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -19,6 +22,7 @@ from stream import Settings
 from stream.broker import TlsListener, broker_down, broker_up, check_reachable
 from stream.process import free_port
 from stream.replay import iter_dataset_events, produce_events
+from stream.worker import EXIT_SHUTDOWN_TIMEOUT, SHUTDOWN_GRACE_S
 
 from .conftest import Worker, wait_for
 from .helpers import Outputs, assert_parity, by_user, caught_up
@@ -74,6 +78,12 @@ def test_worker_and_clients_work_over_tls_only(ml_artifact: Path, tmp_path: Path
         worst = assert_parity(ProfileModel.load(s.artifact_path), outputs, histories, s.top_k)
         assert worst <= 1e-5 and worker.alive()
         outputs.close()
-        worker.stop()
+        # This broker is private to the test, so it can also show the shutdown watchdog: stopped
+        # after its broker went away, a worker exits within the grace period instead of spinning.
+        broker_down(base)
+        t0 = time.monotonic()
+        code = worker.stop(timeout=SHUTDOWN_GRACE_S + 30)
+        assert code in (0, EXIT_SHUTDOWN_TIMEOUT), f"exit {code} after {time.monotonic() - t0:.0f} s"
+        assert time.monotonic() - t0 < SHUTDOWN_GRACE_S + 15
     finally:
         broker_down(base)
