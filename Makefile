@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/profilestream demo
 
 test: $(STAMP)
-	$(VENV)/bin/pytest -q -rs
+	$(VENV)/bin/pytest -q -rs --durations=20
 
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit

@@ -134,8 +134,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--item-dim", type=int, help="item/user vector width (default 64)")
     p.add_argument("--text-dim", type=int, help="reduced text-feature width (default 64)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default 3e-3)")
-    p.add_argument("--patience", type=int, help="stop after this many epochs without a better valid NDCG@10 (default 4)")
-    p.add_argument("--dropout", type=float, help="dropout on LSTM inputs and outputs (default 0.3)")
+    p.add_argument("--patience", type=int, help="stop after this many epochs without a better valid NDCG@10 (default 10)")
+    p.add_argument("--dropout", type=float, help="dropout on LSTM inputs and outputs (default 0.5)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"],
                    help="learning-rate schedule; cosine anneals to 0 over --epochs")
     p.add_argument("--no-text", action="store_true", help="ablation: ID embeddings only")

@@ -37,12 +37,12 @@ class TrainConfig:
     # count that fits the time budget this converges instead of being cut off mid-descent.
     lr_schedule: Literal["constant", "cosine"] = "constant"
     weight_decay: float = 0.0
-    patience: int = 4
+    patience: int = 10
     seed: int = 0
     item_dim: int = 64
     hidden: int = 128
     text_dim: int = 64
-    dropout: float = 0.3
+    dropout: float = 0.5
     use_id: bool = True
     use_text: bool = True
     reducer: Literal["pca", "autoencoder"] = "pca"
