@@ -181,7 +181,8 @@ _INVALID = ("random-bytes", "invalid-utf8", "not-an-event", "truncated", "huge",
 def generate(base: list[dict[str, Any]], n: int, *, seed: int = 0, valid_share: float = 0.5) -> list[FuzzMessage]:
     """`n` messages, roughly `valid_share` of them (hypothesis leans to small draws: about 0.6 in
     practice) valid renderings of `base` events (consumed in
-    order, so each user's valid events keep their order). Seeded: the same call gives the same list."""
+    order, so each user's valid events keep their order). Seeded: the same call, from the same call site
+    and hypothesis version, gives the same list."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
     from hypothesis import strategies as st

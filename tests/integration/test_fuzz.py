@@ -20,7 +20,7 @@ def test_fuzzed_messages_never_crash_the_worker_and_never_lose_a_good_event(
     s = broker.with_(artifact=ml_artifact, partitions=3)
     r = run_fuzz(s, events=2000, seed=1, workdir=tmp_path / "fuzz", settle_timeout=180)
     print(f"\n[fuzz] { {k: v for k, v in r.items() if k != 'kinds'} }")
-    assert r["valid_sent"] > 600 and r["invalid_sent"] > 600
+    assert r["valid_sent"] >= 400 and r["invalid_sent"] >= 400  # both well represented
     assert len([k for k in r["kinds"] if k.startswith("invalid/")]) >= 10
     assert (r["worker_crashes"], r["worker_restarts"]) == (0, 0), r
     assert (r["invalid_missing_from_dlq"], r["dlq_unexpected"], r["dlq_without_reason"]) == (0, 0, 0), r

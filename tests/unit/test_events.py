@@ -50,7 +50,7 @@ def test_hypothesis_messages_are_classified_as_constructed() -> None:
              "event_id": f"e{i}"} for i, (u, t) in enumerate((u % 40, "rate") for u in range(2000))]
     msgs = generate(base, 1500, seed=7)
     kinds = {m.kind for m in msgs}
-    assert sum(m.valid for m in msgs) > 500 and sum(not m.valid for m in msgs) > 500
+    assert sum(m.valid for m in msgs) >= 300 and sum(not m.valid for m in msgs) >= 300  # both well represented
     assert len([k for k in kinds if k.startswith("invalid/")]) >= 10  # every hostile family shows up
     for m in msgs:
         if m.valid:
