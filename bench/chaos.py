@@ -182,6 +182,7 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
         workers.check_crashes()
         summary = {"scenario": scenario, "standby_replicas": s.standby_replicas, "events": n, "users_checked": len(histories), "lost": lost,
                    "applied_twice": twice, "worker_crashes": workers.crashes, "dlq": len(follower.dlq),
+                   "stale_records": follower.stale,
                    "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery], "seconds": round(elapsed, 1),
                    "events_per_s": round(n / elapsed, 1)}
     finally:  # never leave a worker running, whatever went wrong
@@ -269,7 +270,8 @@ def run_fuzz(settings: Settings, *, dataset: str = "ml-100k", events: int = 10_0
                    "users_checked": len(histories), "lost": lost, "applied_twice": twice,
                    "worker_crashes": workers.crashes, "worker_restarts": int(not worker.alive() or worker.proc is None
                                                                               or worker.proc.pid != pid),
-                   "dlq": len(follower.dlq), "invalid_missing_from_dlq": missing, "dlq_unexpected": unexpected,
+                   "dlq": len(follower.dlq), "stale_records": follower.stale,
+                   "invalid_missing_from_dlq": missing, "dlq_unexpected": unexpected,
                    "dlq_without_reason": no_reason, "max_abs_diff": worst, "recovery_s": [],
                    "kinds": dict(sorted(Counter(m.kind for m in msgs).items())), "seconds": round(elapsed, 1),
                    "events_per_s": round(len(msgs) / elapsed, 1)}

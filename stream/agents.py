@@ -103,6 +103,12 @@ class ProfileProcessor:
                 _as_current(seg[-1][0])
                 self.table[key] = pack_state(res.state)
                 emit.append((key, seg[-1][1].user_id, res.state, res.last_event_ts))
+            elif res.duplicates:
+                # Only redelivered events: the state already has them, but a worker that stopped
+                # or lost the partition between writing the state and sending the outputs never
+                # published them. Re-send the current outputs (same seq, same content): a
+                # repeat is harmless to consumers, a gap would stay until the user's next event.
+                emit.append((key, seg[-1][1].user_id, res.state, None))
         outs = self.model.outputs([(uid, st) for _, uid, st, _ in emit], k=self.k,
                                   source_event_ts=[ts for *_, ts in emit])
         for (key, *_), (profile, recs) in zip(emit, outs):

@@ -118,6 +118,7 @@ class OutputFollower:
         self.dlq: list[dict[str, Any]] = []
         self.tombstones: dict[str, set[str]] = {"profiles": set(), "recommendations": set()}
         self.validated = 0
+        self.stale = 0  # records older (by seq) than one already held for the same user
         self.last_record_at = time.monotonic()
 
     def poll(self, timeout: float = 0.2) -> int:
@@ -136,10 +137,16 @@ class OutputFollower:
                 self.validated += 1
             if kind == "dlq":
                 self.dlq.append(r.value)
-            elif kind == "profile":
-                self.profiles[key] = r.value
-            else:
-                self.recs[key] = r.value
+                continue
+            store = self.profiles if kind == "profile" else self.recs
+            held = store.get(key)
+            # A worker giving up a partition in a rebalance may still finish its in-flight
+            # micro-batch, so an older record of a user can arrive after a newer one from the
+            # partition's new owner: keep the highest per-user `seq`.
+            if held is not None and int(r.value.get("seq", 0)) < int(held.get("seq", 0)):
+                self.stale += 1
+                continue
+            store[key] = r.value
         if records:
             self.last_record_at = time.monotonic()
         return len(records)
