@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 __all__ = ["FuzzMessage", "generate"]
@@ -58,12 +58,12 @@ def _int_ids(ev: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def _iso_ts(ev: dict[str, Any], data: Any) -> tuple[Any, dict[str, Any]]:
+    from hypothesis import strategies as st
+
     ts = int(ev["ts"])
-    offset = data.draw(__import__("hypothesis").strategies.sampled_from(["Z", "+00:00", "", "+02:00"]))
+    offset = data.draw(st.sampled_from(["Z", "+00:00", "", "+02:00"]))
     dt = datetime.fromtimestamp(ts, tz=timezone.utc)
     if offset == "+02:00":
-        from datetime import timedelta
-
         text = (dt + timedelta(hours=2)).replace(tzinfo=None).isoformat() + "+02:00"
     else:
         text = dt.replace(tzinfo=None).isoformat() + ("+00:00" if offset == "Z" else offset)
@@ -180,9 +180,9 @@ _INVALID = ("random-bytes", "invalid-utf8", "not-an-event", "truncated", "huge",
 
 def generate(base: list[dict[str, Any]], n: int, *, seed: int = 0, valid_share: float = 0.5) -> list[FuzzMessage]:
     """`n` messages, roughly `valid_share` of them (hypothesis leans to small draws: about 0.6 in
-    practice) valid renderings of `base` events (consumed in
-    order, so each user's valid events keep their order). Seeded: the same call, from the same call site
-    and hypothesis version, gives the same list."""
+    practice) valid renderings of `base` events, consumed in order so each user's valid events
+    keep their order. Seeded: the same call, from the same call site and hypothesis version,
+    gives the same list."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
