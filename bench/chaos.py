@@ -15,9 +15,9 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from collections import Counter
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -79,6 +79,20 @@ class _Workers:
             self.stop(w, signal.SIGTERM)
 
 
+def _settle(follower: OutputFollower, workers: _Workers, expected: dict[str, int], *, timeout: float,
+            also: Callable[[], bool] = lambda: True, idle: float = 30.0) -> None:
+    """Poll the outputs until every user shows its expected event count (and `also()` holds),
+    nothing new arrived for `idle` seconds, or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        follower.poll(0.2)
+        workers.check_crashes()
+        if all(follower.profiles.get(u, {}).get("events_seen") == c for u, c in expected.items()) and also():
+            return
+        if time.monotonic() - follower.last_record_at > idle:
+            return
+
+
 def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k", events: int | None = None,
               kills: int = 5, rate: float | None = 600.0, seed: int = 0, batch_size: int = 64,
               workdir: Path | None = None, settle_timeout: float = 600.0, standby: int = 0) -> dict[str, Any]:
@@ -109,7 +123,8 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
             workers.add()
         sent = [0]
         producer = threading.Thread(target=produce_events, args=(s, evs), daemon=True,
-                                    kwargs={"rate": rate, "progress": True, "on_send": lambda n, _: sent.__setitem__(0, n + 1)})
+                                    kwargs={"rate": rate, "progress": True,
+                                            "on_send": lambda n, _: sent.__setitem__(0, n + 1)})
         t_start = time.monotonic()
         producer.start()
         n = len(evs)
@@ -147,18 +162,15 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
                 t0 = time.monotonic()
                 while time.monotonic() - t0 < 2.0:  # events sent in the 2 s after the kill ...
                     follower.poll(0.1)
-                upto = sent[0]
-                want: dict[str, int] = {}
-                for e in evs[:upto]:
-                    want[str(e["user_id"])] = want.get(str(e["user_id"]), 0) + 1
+                want = Counter(str(e["user_id"]) for e in evs[:sent[0]])
                 while time.monotonic() - t0 < 180:  # ... are all applied once the survivor took over
                     follower.poll(0.1)
                     workers.check_crashes()
                     if all(follower.profiles.get(u, {}).get("events_seen", 0) >= c for u, c in want.items()):
                         break
                 recovery.append(time.monotonic() - t0)
-                print(f"  kill -9 of worker 2 of 2 at ~{at} events (standby replicas {standby}): every event sent up to "
-                      f"2 s after the kill was applied {recovery[-1]:.1f} s after it", file=sys.stderr)
+                print(f"  kill -9 of worker 2 of 2 at ~{at} events (standby replicas {standby}): every event sent "
+                      f"up to 2 s after the kill was applied {recovery[-1]:.1f} s after it", file=sys.stderr)
             else:
                 if j < 2:
                     workers.add()
@@ -167,24 +179,15 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
                         workers.stop(w, signal.SIGTERM)
                 print(f"  rebalance at ~{at} events: {len(workers.live())} worker(s)", file=sys.stderr)
         producer.join()
-        expected = {u: len(h) for u, h in histories.items()}
-        deadline = time.monotonic() + settle_timeout
-        # Settled when every user shows its expected count, or nothing new arrived for 30 s.
-        while time.monotonic() < deadline:
-            follower.poll(0.2)
-            workers.check_crashes()
-            if all(follower.profiles.get(u, {}).get("events_seen") == c for u, c in expected.items()):
-                break
-            if time.monotonic() - follower.last_record_at > 30:
-                break
+        _settle(follower, workers, {u: len(h) for u, h in histories.items()}, timeout=settle_timeout)
         elapsed = time.monotonic() - t_start
         lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
         workers.check_crashes()
-        summary = {"scenario": scenario, "standby_replicas": s.standby_replicas, "events": n, "users_checked": len(histories), "lost": lost,
-                   "applied_twice": twice, "worker_crashes": workers.crashes, "dlq": len(follower.dlq),
-                   "stale_records": follower.stale,
-                   "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery], "seconds": round(elapsed, 1),
-                   "events_per_s": round(n / elapsed, 1)}
+        summary = {"scenario": scenario, "standby_replicas": s.standby_replicas, "events": n,
+                   "users_checked": len(histories), "lost": lost, "applied_twice": twice,
+                   "worker_crashes": workers.crashes, "dlq": len(follower.dlq), "stale_records": follower.stale,
+                   "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery],
+                   "seconds": round(elapsed, 1), "events_per_s": round(n / elapsed, 1)}
     finally:  # never leave a worker running, whatever went wrong
         workers.stop_all()
         follower.close()
@@ -240,16 +243,8 @@ def run_fuzz(settings: Settings, *, dataset: str = "ml-100k", events: int = 10_0
         pid = worker.proc.pid if worker.proc else -1
         t_start = time.monotonic()
         produce_events(s, [(m.key, m.value) for m in msgs], rate=rate, progress=True)
-        expected = {u: len(h) for u, h in histories.items()}
-        deadline = time.monotonic() + settle_timeout
-        while time.monotonic() < deadline:
-            follower.poll(0.2)
-            workers.check_crashes()
-            done = all(follower.profiles.get(u, {}).get("events_seen") == c for u, c in expected.items())
-            if done and len(follower.dlq) >= len(invalid):
-                break
-            if time.monotonic() - follower.last_record_at > 30:
-                break
+        _settle(follower, workers, {u: len(h) for u, h in histories.items()}, timeout=settle_timeout,
+                also=lambda: len(follower.dlq) >= len(invalid))
         elapsed = time.monotonic() - t_start
         # Every invalid message must be in the DLQ, recognised by its exact bytes (a multiset match).
         sent = Counter(m.value for m in invalid)
