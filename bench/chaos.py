@@ -3,7 +3,8 @@ changing the number of workers, then compare every user's final profile with the
 
 Counts: `lost` (events the final profile is missing), `applied_twice` (events counted more than
 once), `worker_crashes` (workers that died without being killed by the harness), `dlq`,
-`users_checked`, `max_abs_diff` (final profile vector vs offline pass), `recovery_s`.
+`users_checked`, `max_abs_diff` (final profile vector vs offline pass), `recovery_s`, and
+`offset_gaps` (records an agent skipped within one consumer generation, from the worker logs).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from model import Pending, ProfileModel, validate_event
+from stream.agents import GAP_LOG_PREFIX
 from stream.consume import OutputFollower
 from stream.process import WorkerProcess, free_port
 from stream.replay import iter_dataset_events, produce_events
@@ -74,6 +76,11 @@ class _Workers:
         self.killed_by_us.add(w.proc.pid)
         w.stop(sig)
 
+    def offset_gaps(self) -> int:
+        """Offset-gap warnings in the workers' logs (stream/agents.py: GapWatch)."""
+        return sum(w.log.read_text(errors="replace").count(GAP_LOG_PREFIX + " on ")
+                   for w in self.workers if w.log.exists())
+
     def stop_all(self) -> None:
         for w in self.live():
             self.stop(w, signal.SIGTERM)
@@ -95,12 +102,13 @@ def _settle(follower: OutputFollower, workers: _Workers, expected: dict[str, int
 
 def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k", events: int | None = None,
               kills: int = 5, rate: float | None = 600.0, seed: int = 0, batch_size: int = 64,
-              workdir: Path | None = None, settle_timeout: float = 600.0, standby: int = 0) -> dict[str, Any]:
+              workdir: Path | None = None, settle_timeout: float = 600.0, standby: int = 0,
+              event_ids: bool = True) -> dict[str, Any]:
     """Scenarios: `kill` (SIGKILL one worker `kills` times, restarting it at once), `broker` (two
     broker restarts), `rebalance` (1 → 2 → 3 → 1 workers), `failover` (two workers with `standby`
     standby replicas; one is killed half-way and not restarted: `recovery_s` is the time from the
     kill until every event sent up to 2 s after it has been applied, by the survivor for the dead
-    worker's partitions)."""
+    worker's partitions). `event_ids=False` sends the events without their `event_id`."""
     from stream.broker import broker_down, broker_up, wait_reachable
 
     rng = random.Random(seed)
@@ -112,6 +120,8 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
         raise RuntimeError("the broker scenario restarts the local broker: run it against `profilestream broker up`")
     ensure_topics(s)
     evs = list(iter_dataset_events(dataset, s))[:events]
+    if not event_ids:
+        evs = [{k: v for k, v in e.items() if k != "event_id"} for e in evs]
     histories: dict[str, list[dict[str, Any]]] = {}
     for e in evs:
         histories.setdefault(str(e["user_id"]), []).append(e)
@@ -183,10 +193,10 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
         elapsed = time.monotonic() - t_start
         lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
         workers.check_crashes()
-        summary = {"scenario": scenario, "standby_replicas": s.standby_replicas, "events": n,
+        summary = {"scenario": scenario, "standby_replicas": s.standby_replicas, "events": n, "event_ids": event_ids,
                    "users_checked": len(histories), "lost": lost, "applied_twice": twice,
                    "worker_crashes": workers.crashes, "dlq": len(follower.dlq), "stale_records": follower.stale,
-                   "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery],
+                   "offset_gaps": workers.offset_gaps(), "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery],
                    "seconds": round(elapsed, 1), "events_per_s": round(n / elapsed, 1)}
     finally:  # never leave a worker running, whatever went wrong
         workers.stop_all()
@@ -266,7 +276,7 @@ def run_fuzz(settings: Settings, *, dataset: str = "ml-100k", events: int = 10_0
                    "worker_crashes": workers.crashes, "worker_restarts": int(not worker.alive() or worker.proc is None
                                                                               or worker.proc.pid != pid),
                    "dlq": len(follower.dlq), "stale_records": follower.stale,
-                   "invalid_missing_from_dlq": missing, "dlq_unexpected": unexpected,
+                   "offset_gaps": workers.offset_gaps(), "invalid_missing_from_dlq": missing, "dlq_unexpected": unexpected,
                    "dlq_without_reason": no_reason, "max_abs_diff": worst, "recovery_s": [],
                    "kinds": dict(sorted(Counter(m.kind for m in msgs).items())), "seconds": round(elapsed, 1),
                    "events_per_s": round(len(msgs) / elapsed, 1)}

@@ -3,6 +3,7 @@ table → profiles + recommendations)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -20,9 +21,46 @@ from .records import dlq_record, encode, pseudonymise
 if TYPE_CHECKING:
     from .app import ProfilestreamApp
 
-__all__ = ["declare", "ProfileProcessor"]
+__all__ = ["declare", "ProfileProcessor", "GapWatch", "GAP_LOG_PREFIX"]
 
 log = logging.getLogger("profilestream.agents")
+import os as _os
+_TRACE = _os.environ.get("PS_TRACE")
+def _tr(line):
+    if _TRACE:
+        with open(_TRACE, "a") as fh:
+            fh.write(f"{_os.getpid()} {time.time():.3f} {line}\n")
+if _TRACE:
+    from faust.transport import consumer as _fc
+    _orig_gap = _fc.Consumer._add_gap
+    async def _add_gap(self, tp, a, b):
+        _tr(f"GAP {tp.topic}[{tp.partition}] {a}..{b} committed={self._committed_offset.get(tp)} gen={self.app.consumer_generation_id}")
+        return await _orig_gap(self, tp, a, b)
+    _fc.Consumer._add_gap = _add_gap
+    _orig_seek = _fc.Consumer.perform_seek
+    async def _perform_seek(self):
+        r = await _orig_seek(self)
+        _tr(f"SEEK read_offsets={ {f'{tp.topic[-6:]}[{tp.partition}]': o for tp, o in self._read_offset.items()} }")
+        return r
+    _fc.Consumer.perform_seek = _perform_seek
+
+
+async def _to_completion(coro: Any) -> None:
+    """Run `coro` to its end even if the agent is cancelled meanwhile (worker stop), then pass
+    the cancellation on. `take_events()` acks its whole batch when the agent is cancelled, and the
+    consumer then commits those offsets; a batch cut off half-way would leave events committed but
+    never applied, or applied with their outputs unsent. A stuck batch (broker gone) is ended by
+    the worker's shutdown watchdog."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()  # re-raise what the batch raised, if anything
+    if cancelled:
+        raise asyncio.CancelledError()
 
 
 def _as_current(event: EventT) -> None:
@@ -31,6 +69,36 @@ def _as_current(event: EventT) -> None:
     # make that user's own event current: its state then lives in (and is logged to) the
     # partition of its events, as co-partitioning requires.
     faust_streams._current_event.set(weakref.ref(event))
+
+
+#: The start of the warning `GapWatch` logs; the chaos harness counts these lines in worker logs.
+GAP_LOG_PREFIX = "offset gap"
+
+
+class GapWatch:
+    """Notices when an agent's records of one partition skip offsets within one consumer generation.
+
+    Within a generation the fetcher hands a partition's records over in order, so a jump means
+    records were skipped before they reached the agent: what faust-streaming's recovery ordering
+    did before `faust_fixes` (issue 5). Those records are processed later, after a rebalance, out of
+    order, or never. Counted in `profilestream_offset_gaps_total` and logged. A transactional
+    producer or a compacted input topic also leaves offset gaps, legitimately; ours leave none.
+    """
+
+    def __init__(self, metrics: Any) -> None:
+        self.m = metrics
+        self.last: dict[tuple[str, int], tuple[int, int]] = {}  # (topic, partition) → (offset, generation)
+
+    def see(self, msg: Any) -> None:
+        key = (msg.topic, msg.partition)
+        prev = self.last.get(key)
+        gen = getattr(msg, "generation_id", 0)
+        if prev is not None and prev[1] == gen and msg.offset > prev[0] + 1:
+            self.m.offset_gaps.labels(msg.topic).inc(msg.offset - prev[0] - 1)
+            log.warning("%s on %s[%d]: %d → %d in consumer generation %s (%d records not seen)", GAP_LOG_PREFIX,
+                        msg.topic, msg.partition, prev[0], msg.offset, gen, msg.offset - prev[0] - 1)
+        if prev is None or prev[1] != gen or msg.offset > prev[0]:
+            self.last[key] = (msg.offset, gen)
 
 
 class ProfileProcessor:
@@ -42,6 +110,7 @@ class ProfileProcessor:
         self.table = app.state_table  # type: ignore[attr-defined]
         self.k = app.ps_settings.top_k
         self.m = app.metrics
+        self.gaps = GapWatch(app.metrics)
 
     async def _dlq(self, fe: EventT, reason: str) -> None:
         msg = fe.message
@@ -56,6 +125,7 @@ class ProfileProcessor:
         # (user key) → segments of events; a `forget` closes a segment.
         per_user: dict[bytes, list[list[tuple[EventT, Event]]]] = {}
         for fe in batch:
+            self.gaps.see(fe.message)
             key = fe.message.key
             try:
                 ev = Event(**json.loads(fe.message.value))
@@ -109,6 +179,9 @@ class ProfileProcessor:
                 # published them. Re-send the current outputs (same seq, same content): a
                 # repeat is harmless to consumers, a gap would stay until the user's next event.
                 emit.append((key, seg[-1][1].user_id, res.state, None))
+        if _TRACE:
+            for (key, seg), res in zip(work, results):
+                _tr(f"APPLY {key!r} p={seg[0][0].message.partition} offs={[fe.message.offset for fe, _ in seg]} applied={res.applied} dup={res.duplicates} seen={res.state.events_seen}")
         outs = self.model.outputs([(uid, st) for _, uid, st, _ in emit], k=self.k,
                                   source_event_ts=[ts for *_, ts in emit])
         for (key, *_), (profile, recs) in zip(emit, outs):
@@ -136,11 +209,13 @@ class ProfileProcessor:
 def declare(app: "ProfilestreamApp") -> None:
     s = app.ps_settings
     m = app.metrics
+    raw_gaps = GapWatch(m)
 
     @app.agent(app.raw_topic, name="normalize")  # type: ignore[attr-defined]
     async def normalize(stream: Any) -> None:
         async for fe in stream.events():
             msg = fe.message
+            raw_gaps.see(msg)
             m.events_in.inc()
             try:
                 ev = parse_event(msg.value, max_bytes=s.max_event_bytes)
@@ -157,6 +232,12 @@ def declare(app: "ProfilestreamApp") -> None:
                                                   partition=msg.partition, offset=msg.offset, key=msg.key))
                 continue
             m.events_valid.inc()
+            _tr(f"NORM {msg.topic[-3:]}[{msg.partition}]@{msg.offset} gen={msg.generation_id}")
+            if ev.event_id is None:
+                # The raw message's position identifies it: if this agent is stopped after sending
+                # but before its offset is committed, the re-sent copy gets the same id and the
+                # profile stage skips it (its position check only covers the `events` topic).
+                ev = dataclasses.replace(ev, event_id=f"{msg.topic}:{msg.partition}:{msg.offset}")
             if s.pseudonym_key:  # no raw id goes past this point: not into state, not into outputs
                 ev = dataclasses.replace(ev, user_id=pseudonymise(ev.user_id, s.pseudonym_key))
             # Re-key by user: every event of a user lands on one partition of `events`, in order.
@@ -168,18 +249,23 @@ def declare(app: "ProfilestreamApp") -> None:
     async def profile(stream: Any) -> None:
         if s.batch_size == 1:
             async for fe in stream.events():
-                await processor.process([fe])
+                await _to_completion(processor.process([fe]))
         else:
             async for batch in stream.take_events(s.batch_size, within=s.batch_window_ms / 1000.0):
-                await processor.process(batch)
+                await _to_completion(processor.process(batch))
 
     @app.timer(interval=2.0)
     async def report_lag() -> None:
         consumer = app.consumer
         lag: dict[str, int] = {}
-        for tp in consumer.assignment():
-            hw = consumer.highwater(tp)
-            pos = await consumer.position(tp)
+        for tp in list(consumer.assignment()):
+            # A rebalance may take `tp` away while we await its position; aiokafka then raises
+            # (AssertionError 'Partition is not assigned'). A metric must never stop the worker.
+            try:
+                pos = await consumer.position(tp)
+                hw = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001
+                continue
             if hw is not None and pos is not None:
                 lag[tp.topic] = lag.get(tp.topic, 0) + max(0, hw - pos)
         for topic, v in lag.items():

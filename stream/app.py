@@ -6,7 +6,11 @@ Latency-relevant settings, and why (see docs/operations.md):
 - session timeout 10 s / heartbeat 1 s: a dead worker's partitions move in ~10 s, not 60 s.
 - aiokafka fetch_max_wait_ms: Faust hard-codes 1500 ms; we lower it to 50 ms (see `_LowLatencyConsumer`)
   so an idle partition in the same fetch never holds up a busy one for 1.5 s.
-- stream_wait_empty off: a rebalance does not wait for every buffered event to drain.
+- stream_wait_empty on: a rebalance or a stop first finishes the events already taken (and flushes
+  their table and output writes). Off, a worker kept applying a batch after its partitions moved,
+  and a stop committed a batch cut off half-way.
+- faust_fixes: after a rebalance, seek the stream partitions before resuming them (Faust does it the
+  other way round on the table path; a new worker then skipped records: issue 5's rebalance bug).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from model import ProfileModel
 
+from . import faust_fixes
 from .metrics import WorkerMetrics
 from .settings import Settings
 
@@ -73,6 +78,7 @@ def _credentials(s: Settings) -> Any:
 
 def create_app_shell(settings: Settings, model: ProfileModel | None) -> ProfilestreamApp:
     """The configured app with no topics, tables or agents (the bench's echo floor uses it bare)."""
+    faust_fixes.apply()
     app = ProfilestreamApp(
         settings.app_id,
         broker=settings.faust_broker_url(),
@@ -90,7 +96,7 @@ def create_app_shell(settings: Settings, model: ProfileModel | None) -> Profiles
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=max(30.0, settings.session_timeout_s * 3),
         consumer_auto_offset_reset="earliest",
-        stream_wait_empty=False,
+        stream_wait_empty=True,
         stream_recovery_delay=0.0,
         producer_linger_ms=settings.producer_linger_ms,
         producer_acks=-1,

@@ -19,6 +19,8 @@ class WorkerMetrics:
         self.dlq = Counter("profilestream_dlq", "messages sent to the dead-letter topic", ["stage"], registry=r)
         self.profiles_out = Counter("profilestream_profiles_out", "profile records emitted", registry=r)
         self.recs_out = Counter("profilestream_recommendations_out", "recommendation records emitted", registry=r)
+        self.offset_gaps = Counter("profilestream_offset_gaps", "records an agent did not see between two records "
+                                   "of one partition in one consumer generation", ["topic"], registry=r)
         self.forgets = Counter("profilestream_forgets", "users erased by forget events", registry=r)
         self.batch_size = Histogram("profilestream_batch_events", "events per profile micro-batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)

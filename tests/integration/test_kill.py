@@ -23,7 +23,9 @@ pytestmark = pytest.mark.integration
 def test_sigkill_during_replay_loses_nothing_and_applies_nothing_twice(
         stream_settings: Settings, worker_factory: Callable[..., Worker]) -> None:
     s = stream_settings.with_(batch_size=64)
-    events = list(iter_dataset_events("ml-100k", s))[:6000]
+    # Without event_id: the normalize stage's redeliveries after a kill must be recognised by the id
+    # it derives from the raw position (with the dataset's own ids they would be caught by those).
+    events = [{k: v for k, v in e.items() if k != "event_id"} for e in iter_dataset_events("ml-100k", s)][:6000]
     histories = by_user(events)
     worker = worker_factory(s).start()
     outputs = Outputs(s)
