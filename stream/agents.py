@@ -79,10 +79,11 @@ class GapWatch:
     """Notices when an agent's records of one partition skip offsets within one consumer generation.
 
     Within a generation the fetcher hands a partition's records over in order, so a jump means
-    records were skipped before they reached the agent: what faust-streaming's recovery ordering
-    did before `faust_fixes` (issue 5). Those records are processed later, after a rebalance, out of
-    order, or never. Counted in `profilestream_offset_gaps_total` and logged. A transactional
-    producer or a compacted input topic also leaves offset gaps, legitimately; ours leave none.
+    records were skipped before they reached the agent. faust-streaming does this after a
+    rebalance when it resumes a partition before seeking it (issue 5, docs/operations.md). The
+    skipped records are processed later, after another rebalance and out of order, or never.
+    Counted in `profilestream_offset_gaps_total` and logged. A transactional producer or a
+    compacted input topic also leaves offset gaps, legitimately; ours leave none.
     """
 
     def __init__(self, metrics: Any) -> None:
@@ -93,7 +94,10 @@ class GapWatch:
         key = (msg.topic, msg.partition)
         prev = self.last.get(key)
         gen = getattr(msg, "generation_id", 0)
-        if prev is not None and prev[1] == gen and msg.offset > prev[0] + 1:
+        if prev is None or prev[1] != gen:
+            log.info("%s[%d]: first record of consumer generation %s at offset %d", msg.topic, msg.partition, gen,
+                     msg.offset)
+        elif msg.offset > prev[0] + 1:
             self.m.offset_gaps.labels(msg.topic).inc(msg.offset - prev[0] - 1)
             log.warning("%s on %s[%d]: %d → %d in consumer generation %s (%d records not seen)", GAP_LOG_PREFIX,
                         msg.topic, msg.partition, prev[0], msg.offset, gen, msg.offset - prev[0] - 1)

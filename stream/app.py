@@ -9,8 +9,9 @@ Latency-relevant settings, and why (see docs/operations.md):
 - stream_wait_empty on: a rebalance or a stop first finishes the events already taken (and flushes
   their table and output writes). Off, a worker kept applying a batch after its partitions moved,
   and a stop committed a batch cut off half-way.
-- faust_fixes: after a rebalance, seek the stream partitions before resuming them (Faust does it the
-  other way round on the table path; a new worker then skipped records: issue 5's rebalance bug).
+- Faust resumes the stream partitions before it seeks them after a rebalance, and a worker can
+  skip records in between (issue 5's open rebalance bug; docs/operations.md, "Rebalances and
+  Faust"). Swapping the two calls was tried and made warm failovers lose records; not applied.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from model import ProfileModel
 
-from . import faust_fixes
 from .metrics import WorkerMetrics
 from .settings import Settings
 
@@ -78,7 +78,6 @@ def _credentials(s: Settings) -> Any:
 
 def create_app_shell(settings: Settings, model: ProfileModel | None) -> ProfilestreamApp:
     """The configured app with no topics, tables or agents (the bench's echo floor uses it bare)."""
-    faust_fixes.apply()
     app = ProfilestreamApp(
         settings.app_id,
         broker=settings.faust_broker_url(),
