@@ -6,9 +6,10 @@ Latency-relevant settings, and why (see docs/operations.md):
 - session timeout 10 s / heartbeat 1 s: a dead worker's partitions move in ~10 s, not 60 s.
 - aiokafka fetch_max_wait_ms: Faust hard-codes 1500 ms; we lower it to 50 ms (see `_LowLatencyConsumer`)
   so an idle partition in the same fetch never holds up a busy one for 1.5 s.
-- stream_wait_empty on: a rebalance or a stop first finishes the events already taken (and flushes
-  their table and output writes). Off, a worker kept applying a batch after its partitions moved,
-  and a stop committed a batch cut off half-way.
+- stream_wait_empty off: a rebalance does not wait for every buffered event to drain. Turned on for
+  a while on 2026-11-28; one of two full broker-restart chaos runs then hung after the second
+  restart (worker idle, nothing consumed), so it is off again (docs/operations.md). A stop still
+  finishes the current batch (`_to_completion` in agents.py).
 - Faust resumes the stream partitions before it seeks them after a rebalance, and a worker can
   skip records in between (issue 5's open rebalance bug; docs/operations.md, "Rebalances and
   Faust"). Swapping the two calls was tried and made warm failovers lose records; not applied.
@@ -95,7 +96,7 @@ def create_app_shell(settings: Settings, model: ProfileModel | None) -> Profiles
         broker_heartbeat_interval=1.0,
         broker_rebalance_timeout=max(30.0, settings.session_timeout_s * 3),
         consumer_auto_offset_reset="earliest",
-        stream_wait_empty=True,
+        stream_wait_empty=False,
         stream_recovery_delay=0.0,
         producer_linger_ms=settings.producer_linger_ms,
         producer_acks=-1,
