@@ -24,25 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["declare", "ProfileProcessor", "GapWatch", "GAP_LOG_PREFIX"]
 
 log = logging.getLogger("profilestream.agents")
-import os as _os
-_TRACE = _os.environ.get("PS_TRACE")
-def _tr(line):
-    if _TRACE:
-        with open(_TRACE, "a") as fh:
-            fh.write(f"{_os.getpid()} {time.time():.3f} {line}\n")
-if _TRACE:
-    from faust.transport import consumer as _fc
-    _orig_gap = _fc.Consumer._add_gap
-    async def _add_gap(self, tp, a, b):
-        _tr(f"GAP {tp.topic}[{tp.partition}] {a}..{b} committed={self._committed_offset.get(tp)} gen={self.app.consumer_generation_id}")
-        return await _orig_gap(self, tp, a, b)
-    _fc.Consumer._add_gap = _add_gap
-    _orig_seek = _fc.Consumer.perform_seek
-    async def _perform_seek(self):
-        r = await _orig_seek(self)
-        _tr(f"SEEK read_offsets={ {f'{tp.topic[-6:]}[{tp.partition}]': o for tp, o in self._read_offset.items()} }")
-        return r
-    _fc.Consumer.perform_seek = _perform_seek
 
 
 async def _to_completion(coro: Any) -> None:
@@ -183,9 +164,6 @@ class ProfileProcessor:
                 # published them. Re-send the current outputs (same seq, same content): a
                 # repeat is harmless to consumers, a gap would stay until the user's next event.
                 emit.append((key, seg[-1][1].user_id, res.state, None))
-        if _TRACE:
-            for (key, seg), res in zip(work, results):
-                _tr(f"APPLY {key!r} p={seg[0][0].message.partition} offs={[fe.message.offset for fe, _ in seg]} applied={res.applied} dup={res.duplicates} seen={res.state.events_seen}")
         outs = self.model.outputs([(uid, st) for _, uid, st, _ in emit], k=self.k,
                                   source_event_ts=[ts for *_, ts in emit])
         for (key, *_), (profile, recs) in zip(emit, outs):
@@ -236,7 +214,6 @@ def declare(app: "ProfilestreamApp") -> None:
                                                   partition=msg.partition, offset=msg.offset, key=msg.key))
                 continue
             m.events_valid.inc()
-            _tr(f"NORM {msg.topic[-3:]}[{msg.partition}]@{msg.offset} gen={msg.generation_id}")
             if ev.event_id is None:
                 # The raw message's position identifies it: if this agent is stopped after sending
                 # but before its offset is committed, the re-sent copy gets the same id and the
