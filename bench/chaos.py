@@ -119,9 +119,7 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
     if scenario == "broker" and not info.started_by_us and info.pid < 0:
         raise RuntimeError("the broker scenario restarts the local broker: run it against `profilestream broker up`")
     ensure_topics(s)
-    evs = list(iter_dataset_events(dataset, s))[:events]
-    if not event_ids:
-        evs = [{k: v for k, v in e.items() if k != "event_id"} for e in evs]
+    evs = list(iter_dataset_events(dataset, s, event_ids=event_ids))[:events]
     histories: dict[str, list[dict[str, Any]]] = {}
     for e in evs:
         histories.setdefault(str(e["user_id"]), []).append(e)

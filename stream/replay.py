@@ -13,8 +13,10 @@ from .topics import ensure_topics, topic_names
 __all__ = ["replay", "produce_events", "iter_dataset_events"]
 
 
-def iter_dataset_events(dataset: str, settings: Settings, *, users: int | None = None) -> Iterator[dict[str, Any]]:
-    """ML-100k (from the recbole wheel) or a CSV/JSONL file, in global time order (stable)."""
+def iter_dataset_events(dataset: str, settings: Settings, *, users: int | None = None,
+                        event_ids: bool = True) -> Iterator[dict[str, Any]]:
+    """ML-100k (from the recbole wheel) or a CSV/JSONL file, in global time order (stable).
+    `event_ids=False` leaves out each event's `event_id` (redelivery tests without ids)."""
     from model import load_dataset
 
     ds = load_dataset(dataset, settings.cache_dir)
@@ -26,7 +28,8 @@ def iter_dataset_events(dataset: str, settings: Settings, *, users: int | None =
                 break
             seen.add(ds.users[i])
         order = order[[ds.users[i] in seen for i in order.tolist()]]
-    return ds.event_dicts(order)
+    events = ds.event_dicts(order)
+    return events if event_ids else ({k: v for k, v in e.items() if k != "event_id"} for e in events)
 
 
 Message = dict[str, Any] | bytes | None | tuple[bytes | None, bytes | None]
