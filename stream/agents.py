@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from faust import streams as faust_streams
 from faust.types import EventT
@@ -44,6 +44,10 @@ async def _to_completion(coro: Any) -> None:
         raise asyncio.CancelledError()
 
 
+def _seek_targets(app: Any) -> Callable[[], Mapping[Any, int]]:
+    return lambda: getattr(app.consumer, "seek_targets", {})
+
+
 def _as_current(event: EventT) -> None:
     # Faust's RocksDB table store and changelog pick the partition from the *current* event.
     # take_events() leaves the batch's last event current, so before touching a user's row we
@@ -60,15 +64,22 @@ class GapWatch:
     """Notices when an agent's records of one partition skip offsets within one consumer generation.
 
     Within a generation the fetcher hands a partition's records over in order, so a jump means
-    records were skipped before they reached the agent. faust-streaming does this after a
-    rebalance when it resumes a partition before seeking it (issue 5, docs/operations.md). The
-    skipped records are processed later, after another rebalance and out of order, or never.
-    Counted in `profilestream_offset_gaps_total` and logged. A transactional producer or a
-    compacted input topic also leaves offset gaps, legitimately; ours leave none.
+    records were skipped before they reached the agent: they are processed later, after another
+    rebalance and out of order, or never. faust-streaming did this after every rebalance until
+    stream/app.py's `_FlowControl` (issue 5, docs/operations.md "Rebalances and Faust").
+    Counted in `profilestream_offset_gaps_total` and logged as a warning.
+
+    One jump is expected and not counted: right after a rebalance the fetcher may hand over a few
+    records from the position the Kafka client reset the partition to, before Faust's seek to the
+    committed offset lands; the agent then jumps forward to exactly that committed offset
+    (`seek_targets()`), and the records in between were committed, so processed, before. A
+    transactional producer or a compacted input topic also leaves offset gaps, legitimately; ours
+    leave none.
     """
 
-    def __init__(self, metrics: Any) -> None:
+    def __init__(self, metrics: Any, seek_targets: Callable[[], Mapping[Any, int]] = dict) -> None:
         self.m = metrics
+        self.seek_targets = seek_targets
         self.last: dict[tuple[str, int], tuple[int, int]] = {}  # (topic, partition) → (offset, generation)
 
     def see(self, msg: Any) -> None:
@@ -79,11 +90,31 @@ class GapWatch:
             log.info("%s[%d]: first record of consumer generation %s at offset %d", msg.topic, msg.partition, gen,
                      msg.offset)
         elif msg.offset > prev[0] + 1:
-            self.m.offset_gaps.labels(msg.topic).inc(msg.offset - prev[0] - 1)
-            log.warning("%s on %s[%d]: %d → %d in consumer generation %s (%d records not seen)", GAP_LOG_PREFIX,
-                        msg.topic, msg.partition, prev[0], msg.offset, gen, msg.offset - prev[0] - 1)
+            if self.seek_targets().get(key) == msg.offset:
+                log.info("%s[%d]: %d → %d in consumer generation %s: the seek to the committed offset landed "
+                         "(the records in between were handed over again before it, already processed)",
+                         msg.topic, msg.partition, prev[0], msg.offset, gen)
+            else:
+                self.m.offset_gaps.labels(msg.topic).inc(msg.offset - prev[0] - 1)
+                log.warning("%s on %s[%d]: %d → %d in consumer generation %s (%d records not seen)", GAP_LOG_PREFIX,
+                            msg.topic, msg.partition, prev[0], msg.offset, gen, msg.offset - prev[0] - 1)
         if prev is None or prev[1] != gen or msg.offset > prev[0]:
             self.last[key] = (msg.offset, gen)
+
+
+def is_current(app: Any, fe: EventT) -> bool:
+    """False for an event that must not be processed now: it was fetched in an earlier consumer
+    generation, or a rebalance is under way (flow suspended), so its partition may already be
+    another worker's. Such an event is also kept from being acked, so its offset is not committed
+    and whoever owns the partition next reads it again from the committed offset. Faust's own
+    stream makes this check only when an event leaves the queue; a micro-batch holds events longer."""
+    msg = fe.message
+    if app.flow_control.is_active() and msg.generation_id == app.consumer_generation_id:
+        return True
+    msg.acked = True  # Message.ack() is then a no-op: the offset does not count as done
+    app.consumer.unacked.discard(msg)
+    app.metrics.stale_events.inc()
+    return False
 
 
 class ProfileProcessor:
@@ -95,7 +126,7 @@ class ProfileProcessor:
         self.table = app.state_table  # type: ignore[attr-defined]
         self.k = app.ps_settings.top_k
         self.m = app.metrics
-        self.gaps = GapWatch(app.metrics)
+        self.gaps = GapWatch(app.metrics, _seek_targets(app))
 
     async def _dlq(self, fe: EventT, reason: str) -> None:
         msg = fe.message
@@ -106,6 +137,15 @@ class ProfileProcessor:
                                           partition=msg.partition, offset=msg.offset, key=msg.key))
 
     async def process(self, batch: Sequence[EventT]) -> None:
+        with self.app.inflight:
+            live = [fe for fe in batch if is_current(self.app, fe)]
+            if len(live) < len(batch):
+                log.info("rebalance: %d of %d events of a batch left for the partitions' next owner",
+                         len(batch) - len(live), len(batch))
+            if live:
+                await self._process(live)
+
+    async def _process(self, batch: Sequence[EventT]) -> None:
         t0 = time.perf_counter()
         # (user key) → segments of events; a `forget` closes a segment.
         per_user: dict[bytes, list[list[tuple[EventT, Event]]]] = {}
@@ -191,38 +231,44 @@ class ProfileProcessor:
 def declare(app: "ProfilestreamApp") -> None:
     s = app.ps_settings
     m = app.metrics
-    raw_gaps = GapWatch(m)
+    raw_gaps = GapWatch(m, _seek_targets(app))
 
     @app.agent(app.raw_topic, name="normalize")  # type: ignore[attr-defined]
     async def normalize(stream: Any) -> None:
         async for fe in stream.events():
-            msg = fe.message
-            raw_gaps.see(msg)
-            m.events_in.inc()
-            try:
-                ev = parse_event(msg.value, max_bytes=s.max_event_bytes)
-            except Exception as exc:  # noqa: BLE001 - no input may stop the worker
-                if isinstance(exc, InvalidEvent):
-                    reason = str(exc)
-                else:  # a validator bug: still route the message, and say so loudly in the log
-                    reason = f"could not validate ({type(exc).__name__}: {str(exc)[:200]})"
-                    log.exception("validator raised on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                m.dlq.labels("normalize").inc()
-                log.info("DLQ %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-                await app.dlq_topic.send(  # type: ignore[attr-defined]
-                    key=msg.key, value=dlq_record(reason, msg.value, stage="normalize", topic=msg.topic,
-                                                  partition=msg.partition, offset=msg.offset, key=msg.key))
+            if not is_current(app, fe):
                 continue
-            m.events_valid.inc()
-            if ev.event_id is None:
-                # The raw message's position identifies it: if this agent is stopped after sending
-                # but before its offset is committed, the re-sent copy gets the same id and the
-                # profile stage skips it (its position check only covers the `events` topic).
-                ev = dataclasses.replace(ev, event_id=f"{msg.topic}:{msg.partition}:{msg.offset}")
-            if s.pseudonym_key:  # no raw id goes past this point: not into state, not into outputs
-                ev = dataclasses.replace(ev, user_id=pseudonymise(ev.user_id, s.pseudonym_key))
-            # Re-key by user: every event of a user lands on one partition of `events`, in order.
-            await app.events_topic.send(key=ev.user_id.encode(), value=encode(ev.to_json()))  # type: ignore[attr-defined]
+            with app.inflight:
+                await normalize_one(fe)
+
+    async def normalize_one(fe: EventT) -> None:
+        msg = fe.message
+        raw_gaps.see(msg)
+        m.events_in.inc()
+        try:
+            ev = parse_event(msg.value, max_bytes=s.max_event_bytes)
+        except Exception as exc:  # noqa: BLE001 - no input may stop the worker
+            if isinstance(exc, InvalidEvent):
+                reason = str(exc)
+            else:  # a validator bug: still route the message, and say so loudly in the log
+                reason = f"could not validate ({type(exc).__name__}: {str(exc)[:200]})"
+                log.exception("validator raised on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            m.dlq.labels("normalize").inc()
+            log.info("DLQ %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+            await app.dlq_topic.send(  # type: ignore[attr-defined]
+                key=msg.key, value=dlq_record(reason, msg.value, stage="normalize", topic=msg.topic,
+                                              partition=msg.partition, offset=msg.offset, key=msg.key))
+            return
+        m.events_valid.inc()
+        if ev.event_id is None:
+            # The raw message's position identifies it: if this agent is stopped after sending
+            # but before its offset is committed, the re-sent copy gets the same id and the
+            # profile stage skips it (its position check only covers the `events` topic).
+            ev = dataclasses.replace(ev, event_id=f"{msg.topic}:{msg.partition}:{msg.offset}")
+        if s.pseudonym_key:  # no raw id goes past this point: not into state, not into outputs
+            ev = dataclasses.replace(ev, user_id=pseudonymise(ev.user_id, s.pseudonym_key))
+        # Re-key by user: every event of a user lands on one partition of `events`, in order.
+        await app.events_topic.send(key=ev.user_id.encode(), value=encode(ev.to_json()))  # type: ignore[attr-defined]
 
     processor = ProfileProcessor(app)
 

@@ -10,18 +10,24 @@ Latency-relevant settings, and why (see docs/operations.md):
   a while on 2026-11-28; one of two full broker-restart chaos runs then hung after the second
   restart (worker idle, nothing consumed), so it is off again (docs/operations.md). A stop still
   finishes the current batch (`_to_completion` in agents.py).
-- Faust resumes the stream partitions before it seeks them after a rebalance, and a worker can
-  skip records in between (issue 5's open rebalance bug; docs/operations.md, "Rebalances and
-  Faust"). Swapping the two calls was tried and made warm failovers lose records; not applied.
+- Rebalances (issue 5; docs/operations.md, "Rebalances and Faust"): faust-streaming 0.15 lost or
+  reordered records around a rebalance in two ways, and this module closes both. `_FlowControl`
+  keeps Faust's second `flow_control.resume()` from emptying queues that already hold records of
+  the new generation; `ProfilestreamApp._on_partitions_revoked` stops new batches and waits for the
+  one in hand before Faust revokes the tables, and the agents hold back events of an old
+  generation unacked (agents.is_current).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from model import ProfileModel
 
@@ -43,12 +49,77 @@ class _LowLatencyConsumer(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: partition → the committed offset the last seek after a rebalance went to (agents.GapWatch).
+        self.seek_targets: dict[Any, int] = {}
+
     def _new_consumer_thread(self) -> Any:
         return _LowLatencyConsumer(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_to_committed(self) -> Any:
+        offsets = await super().seek_to_committed()
+        self.seek_targets.update({tp: off for tp, off in offsets.items() if off is not None and off >= 0})
+        return offsets
 
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+
+
+#: s a rebalance waits for the batch in hand before revoking partitions anyway.
+REVOKE_WAIT_S = 10.0
+
+
+class Inflight:
+    """Counts the agents' batches in progress, so a rebalance can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __enter__(self) -> "Inflight":
+        self.n += 1
+        self._idle.clear()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.n -= 1
+        if self.n == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """True once no batch runs; False if one still runs after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+
+class _FlowControl(FlowControlEvent):
+    """Faust's flow control, except that `resume()` empties the stream queues only when the flow
+    was suspended.
+
+    faust-streaming resumes the flow once when table recovery starts reading the changelogs and
+    again when recovery completes, after the stream partitions were resumed and sought. Each
+    `resume()` empties every stream queue, so records fetched between the two calls, which belong
+    to the new consumer generation, were dropped from the queues without being processed or acked:
+    the agent saw an offset gap, the commit stuck below it, and the record was read again only after
+    the next rebalance, behind newer events of the same user (a profile off) or after the position
+    check had passed it (an event lost). Issue 5, docs/operations.md "Rebalances and Faust".
+    While the flow is suspended nothing new enters the queues (the conductor waits on the flow), so
+    emptying them on the transition only drops records of the previous generation, which streams
+    skip anyway and which are read again from the committed offset.
+    """
+
+    def resume(self) -> None:
+        was_suspended = not self.is_active()
+        self._suspend.clear()
+        self._resume.set()
+        if was_suspended:
+            self.clear()
 
 
 class ProfilestreamApp(faust.App):
@@ -57,6 +128,26 @@ class ProfilestreamApp(faust.App):
     ps_settings: Settings
     model: ProfileModel
     metrics: WorkerMetrics
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return _FlowControl(loop=self.loop)
+
+    @cached_property
+    def inflight(self) -> "Inflight":
+        return Inflight()
+
+    async def _on_partitions_revoked(self, revoked: Any) -> None:
+        # Faust suspends the flow and revokes the tables here without waiting for the agents
+        # (stream_wait_empty is off, see the module docstring). A batch still running would then
+        # write state and send outputs for partitions another worker is about to own. So: stop new
+        # work first (the agents check the flow before each batch, see agents.is_current), then let
+        # the batch in hand finish, then let Faust go on.
+        if self.flow_control.is_active():
+            self.flow_control.suspend()
+        if not await self.inflight.wait_idle(REVOKE_WAIT_S):
+            self.log.warning("a batch was still running %.0f s into the rebalance; revoking anyway", REVOKE_WAIT_S)
+        await super()._on_partitions_revoked(revoked)
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

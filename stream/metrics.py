@@ -21,6 +21,9 @@ class WorkerMetrics:
         self.recs_out = Counter("profilestream_recommendations_out", "recommendation records emitted", registry=r)
         self.offset_gaps = Counter("profilestream_offset_gaps", "records an agent did not see between two records "
                                    "of one partition in one consumer generation", ["topic"], registry=r)
+        self.stale_events = Counter("profilestream_stale_events", "events left unprocessed and unacked because a "
+                                    "rebalance began before they were (the partitions' next owner reads them again)",
+                                    registry=r)
         self.forgets = Counter("profilestream_forgets", "users erased by forget events", registry=r)
         self.batch_size = Histogram("profilestream_batch_events", "events per profile micro-batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)

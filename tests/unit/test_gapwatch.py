@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import pytest
@@ -49,3 +50,18 @@ def test_a_new_generation_may_start_anywhere() -> None:
     g.see(Msg(401, generation_id=2))
     g.see(Msg(11, generation_id=3))   # back to an older committed offset
     assert gaps(m) == 0
+
+
+def test_a_jump_onto_the_offset_the_seek_went_to_is_not_a_gap(caplog: pytest.LogCaptureFixture) -> None:
+    # After a rebalance the client may hand over records from the position it reset the partition
+    # to, before Faust's seek to the committed offset (here 1026) lands.
+    caplog.set_level(logging.INFO, logger="profilestream.agents")
+    m = WorkerMetrics()
+    targets = {("t", 0): 1026}
+    g = GapWatch(m, lambda: targets)
+    for off in [865, 866, 867, 1026, 1027]:
+        g.see(Msg(off, generation_id=4))
+    assert gaps(m) == 0
+    assert "the seek to the committed offset landed" in caplog.text
+    g.see(Msg(1030, generation_id=4))  # a jump anywhere else still counts
+    assert gaps(m) == 2
