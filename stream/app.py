@@ -67,7 +67,7 @@ class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
-#: s a rebalance waits for the batch in hand before revoking partitions anyway.
+#: seconds a rebalance waits for the batch in hand before it revokes the partitions anyway
 REVOKE_WAIT_S = 10.0
 
 
