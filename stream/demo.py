@@ -117,6 +117,7 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
     stop = threading.Event()
     sent = [0]
     view: _View | None = None
+    producer: threading.Thread | None = None
     try:
         print(f"starting a worker (topics {run}*, log {log}) …", flush=True)
         worker.start()
@@ -151,6 +152,8 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
         return 0
     finally:
         stop.set()
+        if producer is not None:
+            producer.join(timeout=15)  # it stops at its next send and delivers what it queued
         if view is not None:
             view.reader.close()  # before the broker goes, or librdkafka logs reconnect errors
         if worker.alive():

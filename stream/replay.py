@@ -60,31 +60,35 @@ def produce_events(settings: Settings, events: Iterable[Message], *, rate: float
         if err is not None:
             errors.append(str(err))
 
-    for ev in events:
-        if limit is not None and n >= limit:
-            break
-        if rate:
-            ahead = t0 + n / rate - time.perf_counter()
-            if ahead > 0:
-                time.sleep(ahead)
-        if ev is None or isinstance(ev, bytes):
-            value, key = ev, None
-        elif isinstance(ev, tuple):
-            key, value = ev
-        else:
-            value, key = json.dumps(ev).encode(), str(ev.get("user_id", "")).encode()
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, on_delivery=delivery)
+    try:
+        for ev in events:
+            if limit is not None and n >= limit:
                 break
-            except BufferError:  # local queue full: let librdkafka drain, then retry
-                producer.poll(0.05)
-        producer.poll(0)
-        if on_send is not None:
-            on_send(n, ev)
-        n += 1
-        if bar is not None:
-            bar.update(1)
+            if rate:
+                ahead = t0 + n / rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+            if ev is None or isinstance(ev, bytes):
+                value, key = ev, None
+            elif isinstance(ev, tuple):
+                key, value = ev
+            else:
+                value, key = json.dumps(ev).encode(), str(ev.get("user_id", "")).encode()
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key, on_delivery=delivery)
+                    break
+                except BufferError:  # local queue full: let librdkafka drain, then retry
+                    producer.poll(0.05)
+            producer.poll(0)
+            if on_send is not None:
+                on_send(n, ev)
+            n += 1
+            if bar is not None:
+                bar.update(1)
+    except BaseException:  # stopped by the caller (on_send raised, Ctrl-C): deliver what was queued
+        producer.flush(10)
+        raise
     # Generous: after a broker restart librdkafka may hold tens of thousands of queued events.
     left = producer.flush(300)
     if bar is not None:
