@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 import torch
@@ -78,6 +78,12 @@ def _user_arrays(ds: Dataset, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     ts = ds.ts[idx]
     gaps = gap_feature(np.concatenate([[0.0], np.diff(ts)]))
     return items, types, vals, gaps
+
+
+def _length_batches(seqs: Mapping[str, np.ndarray], users: Iterable[str], size: int) -> list[list[str]]:
+    """`users` in batches of `size`, sorted by sequence length (stable) so a batch pads little."""
+    ordered = sorted(users, key=lambda u: len(seqs[u]))
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
 def _pad(seqs: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, ...]:
@@ -186,7 +192,7 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     users = sorted((u for u, s in split.train.items() if len(s) >= 2), key=lambda u: len(split.train[u]))
     seqs = {u: _user_arrays(ds, split.train[u]) for u in users}
-    batches = [users[i:i + cfg.batch_users] for i in range(0, len(users), cfg.batch_users)]  # similar lengths together
+    batches = _length_batches(split.train, users, cfg.batch_users)
     valid_es = build_eval_set(ds, split, "valid")
     test_es = build_eval_set(ds, split, "test")
     rng = np.random.default_rng(cfg.seed)
@@ -197,6 +203,7 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
     loss_fn = nn.CrossEntropyLoss()
     deadline = t_start + cfg.max_minutes * 60
     bar = tqdm(total=cfg.epochs, desc="training", unit="epoch", file=sys.stderr, disable=not progress)
+
     def run_epoch(seqs: dict[str, tuple[np.ndarray, ...]], batches: list[list[str]], opt: Any,
                   sched: Any = None) -> tuple[float, int]:
         net.train()
@@ -246,8 +253,7 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
         # event stays unseen; validation metrics after this no longer measure held-out data.
         full = {u: np.append(split.train[u], split.valid[u]) if u in split.valid else split.train[u] for u in users}
         seqs_f = {u: _user_arrays(ds, full[u]) for u in users}
-        users_f = sorted(users, key=lambda u: len(full[u]))
-        batches_f = [users_f[i:i + cfg.batch_users] for i in range(0, len(users_f), cfg.batch_users)]
+        batches_f = _length_batches(full, users, cfg.batch_users)
         opt_f = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr * cfg.refit_lr_scale)
         for _ in tqdm(range(cfg.refit_epochs), desc="refit with validation events", unit="epoch", file=sys.stderr,
                       disable=not progress):

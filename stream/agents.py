@@ -45,7 +45,7 @@ async def _to_completion(coro: Any) -> None:
 
 
 def _seek_targets(app: Any) -> Callable[[], Mapping[Any, int]]:
-    return lambda: getattr(app.consumer, "seek_targets", {})
+    return lambda: app.consumer.seek_targets  # app.consumer is created lazily, on first use
 
 
 def _as_current(event: EventT) -> None:

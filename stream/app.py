@@ -143,8 +143,7 @@ class ProfilestreamApp(faust.App):
         # write state and send outputs for partitions another worker is about to own. So: stop new
         # work first (the agents check the flow before each batch, see agents.is_current), then let
         # the batch in hand finish, then let Faust go on.
-        if self.flow_control.is_active():
-            self.flow_control.suspend()
+        self.flow_control.suspend()  # idempotent; Faust suspends it again below
         if not await self.inflight.wait_idle(REVOKE_WAIT_S):
             self.log.warning("a batch was still running %.0f s into the rebalance; revoking anyway", REVOKE_WAIT_S)
         await super()._on_partitions_revoked(revoked)
