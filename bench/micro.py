@@ -146,7 +146,10 @@ def run_micro(artifact: Path, *, smoke: bool) -> dict[str, Any]:
     batches = [1, 8, 64] if smoke else [1, 8, 64, 512, 4096]
     secs = 0.2 if smoke else 1.0
     out: dict[str, Any] = {"step": [], "tensor_step": [], "topk": [], "gpu": None}
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(1)
+    threadpool_limits(1, user_api="blas")  # numpy's BLAS too: the small-batch step runs in numpy
     cpu = ProfileModel.load(artifact, device="cpu")
     print("model-step microbenchmarks (CPU, 1 torch thread):", file=sys.stderr)
     out["step"] += bench_step(cpu, batches, seconds=secs)

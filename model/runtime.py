@@ -10,6 +10,10 @@ user's history. The LSTM step is nn.LSTM's gate equations on the same weights:
 
 where P_item = V W_ih[:, :D]^T is precomputed per item (the input projection is linear, so
 this is the same sum reordered; it saves a (B, In) x (In, 4H) matmul per step).
+
+On CPU, batches of up to NUMPY_MAX_BATCH users run the same equations in numpy: at batch 1
+torch's per-operation dispatch (several µs per op, ~15 ops per step) costs more than the math.
+Both paths use the same float32 weights; they agree to float32 rounding (tests/unit/test_runtime.py).
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ TYPE_TAG_WEIGHT: Mapping[str, float] = {
 REASON_WINDOW = 20
 #: Event ids remembered per user for de-duplication.
 EVENT_ID_WINDOW = 256
+#: On CPU, steps and scoring of at most this many users at once use numpy instead of torch
+#: (bench/README.md, "model step"). 0 turns the numpy path off.
+NUMPY_MAX_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,40 @@ class Applied:
     duplicates: int = 0
     rejected: list[tuple[Pending, str]] = field(default_factory=list)
     last_event_ts: float | None = None
+
+
+@dataclass(frozen=True)
+class _NumpyWeights:
+    """The runtime weights as float32 numpy arrays, for the small-batch CPU path.
+
+    The gate weights are pre-scaled so that one tanh gives all four activations: σ(x) =
+    (tanh(x/2) + 1)/2, so the i, f, o columns are halved (exact in floating point) and
+    act = tanh(gates) * act_mul + act_add."""
+
+    p_item: np.ndarray  # (N, 4H)
+    p_type: np.ndarray  # (n_types, 4H)
+    w_val: np.ndarray  # (4H,)
+    w_gap: np.ndarray  # (4H,)
+    b: np.ndarray  # (4H,)
+    W_hh_T: np.ndarray  # (H, 4H)
+    act_mul: np.ndarray  # (4H,) 0.5 for i, f, o; 1 for g
+    act_add: np.ndarray  # (4H,) 0.5 for i, f, o; 0 for g
+    W_out_T: np.ndarray  # (H, D)
+    b_out: np.ndarray  # (D,)
+    item_vecs_T: np.ndarray  # (D, N)
+    item_bias: np.ndarray  # (N,)
+
+    @classmethod
+    def of(cls, m: "ProfileModel") -> "_NumpyWeights":
+        def a(t: torch.Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().cpu().numpy(), np.float32)
+
+        H = m.hidden
+        half = np.full(4 * H, 0.5, np.float32)
+        half[2 * H:3 * H] = 1.0  # the cell candidate g is a plain tanh
+        add = np.where(half == 0.5, 0.5, 0.0).astype(np.float32)
+        return cls(a(m.p_item) * half, a(m.p_type) * half, a(m.w_val) * half, a(m.w_gap) * half, a(m.b) * half,
+                   a(m.W_hh_T) * half, half, add, a(m.W_out_T), a(m.b_out), a(m.item_vecs.T), a(m.item_bias))
 
 
 def _rate_weight(value: float) -> float:
@@ -94,6 +135,7 @@ class ProfileModel:
             self.W_out_T = net.out.weight.T.contiguous()  # (H, D)
             self.b_out = net.out.bias.detach().clone()  # (D,)
         self.hidden = H
+        self._npw = _NumpyWeights.of(self) if self.device.type == "cpu" else None
         self.item_ids: list[str] = artifact.catalogue.item_ids
         self.item_index: dict[str, int] = {iid: i for i, iid in enumerate(self.item_ids)}
         self.titles = artifact.catalogue.titles
@@ -106,6 +148,7 @@ class ProfileModel:
         n_bits = min(63, self.cat_matrix.shape[1])
         self._cat_bits = (self.cat_matrix[:, :n_bits].astype(np.int64) << np.arange(n_bits)).sum(axis=1)
         self._bits_cache: dict[int, str] = {}
+        self._reason_cache: dict[tuple[int, int], str] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -136,6 +179,46 @@ class ProfileModel:
         c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h2 = torch.sigmoid(o) * torch.tanh(c2)
         return h2, c2
+
+    def _use_numpy(self, batch: int) -> bool:
+        return self._npw is not None and batch <= NUMPY_MAX_BATCH
+
+    def step_numpy(self, h: np.ndarray, c: np.ndarray, items: np.ndarray, types: np.ndarray, vals: np.ndarray,
+                   gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`step` in numpy (CPU models only): the same sums in the same order, float32."""
+        w = self._npw
+        assert w is not None, "step_numpy needs a CPU model"
+        H = self.hidden
+        gates = w.p_item[items] + w.p_type[types]  # pre-scaled, see _NumpyWeights
+        gates += vals[:, None] * w.w_val
+        gates += gaps[:, None] * w.w_gap
+        gates += w.b
+        gates += h @ w.W_hh_T  # (B, 4H)
+        act = np.tanh(gates, out=gates)
+        act *= w.act_mul
+        act += w.act_add  # σ(i), σ(f), tanh(g), σ(o)
+        c2 = act[:, H:2 * H] * c + act[:, :H] * act[:, 2 * H:3 * H]
+        h2 = act[:, 3 * H:] * np.tanh(c2)
+        return h2, c2
+
+    def _scores_topk_numpy(self, h: np.ndarray, exclude: Sequence[np.ndarray],
+                           k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """User vectors, top-k indices and scores for (B, H) states, in numpy (CPU models only).
+        Ranked by score, equal scores by item index."""
+        w = self._npw
+        assert w is not None
+        uvec = h @ w.W_out_T + w.b_out  # (B, D)
+        sc = uvec @ w.item_vecs_T + w.item_bias  # (B, N)
+        for r, e in enumerate(exclude):
+            if len(e):
+                sc[r, e] = -np.inf
+        B, n = sc.shape
+        k = min(k, n)
+        rows = np.arange(B)[:, None]
+        cand = np.argpartition(sc, n - k, axis=1)[:, n - k:] if k < n else np.broadcast_to(np.arange(n), sc.shape)
+        cs = sc[rows, cand]
+        order = np.lexsort((cand, -cs), axis=1)
+        return uvec, cand[rows, order], cs[rows, order]
 
     def user_vectors(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.W_out_T + self.b_out  # (B, D)
@@ -222,8 +305,11 @@ class ProfileModel:
         if n_rounds == 0:
             return
         users = [u for u, a in enumerate(accepted) if a]
-        Hs = torch.from_numpy(np.stack([results[u].state.h for u in users])).to(self.device)  # (U, H)
-        Cs = torch.from_numpy(np.stack([results[u].state.c for u in users])).to(self.device)  # (U, H)
+        use_np = self._use_numpy(len(users))
+        Hn = np.stack([results[u].state.h for u in users])  # (U, H)
+        Cn = np.stack([results[u].state.c for u in users])  # (U, H)
+        if not use_np:
+            Hs, Cs = torch.from_numpy(Hn).to(self.device), torch.from_numpy(Cn).to(self.device)
         last_ts = [results[u].state.last_ts if results[u].state.events_seen else None for u in users]
         with torch.inference_mode():
             for r in range(n_rounds):
@@ -237,7 +323,17 @@ class ProfileModel:
                     prev = last_ts[j]
                     gaps[n] = 0.0 if prev is None else p.event.ts - prev
                     last_ts[j] = p.event.ts
-                sel = torch.tensor(rows, device=self.device) if len(rows) != len(users) else None
+                all_rows = len(rows) == len(users)
+                if use_np:
+                    sel_np = None if all_rows else np.array(rows, np.int64)
+                    h2n, c2n = self.step_numpy(Hn if sel_np is None else Hn[sel_np], Cn if sel_np is None else Cn[sel_np],
+                                               items, types, value_feature(types, values), gap_feature(gaps))
+                    if sel_np is None:
+                        Hn, Cn = h2n, c2n
+                    else:
+                        Hn[sel_np], Cn[sel_np] = h2n, c2n
+                    continue
+                sel = None if all_rows else torch.tensor(rows, device=self.device)
                 h = Hs if sel is None else Hs[sel]
                 c = Cs if sel is None else Cs[sel]
                 h2, c2 = self.step(h, c, torch.from_numpy(items).to(self.device), torch.from_numpy(types).to(self.device),
@@ -247,7 +343,8 @@ class ProfileModel:
                     Hs, Cs = h2, c2
                 else:
                     Hs[sel], Cs[sel] = h2, c2
-        Hn, Cn = Hs.cpu().numpy(), Cs.cpu().numpy()
+        if not use_np:
+            Hn, Cn = Hs.cpu().numpy(), Cs.cpu().numpy()
         for j, u in enumerate(users):
             results[u].state.h = Hn[j].copy()
             results[u].state.c = Cn[j].copy()
@@ -275,7 +372,11 @@ class ProfileModel:
         s.tags = tags.astype(np.float32)
         s.last_ts = float(last) if last is not None else s.last_ts
         s.events_seen += len(acc)
-        s.recent = np.concatenate([s.recent, new_recent])[-self.config.recent_len:]
+        keep = min(len(s.recent), max(0, self.config.recent_len - len(acc)))
+        recent = np.empty(keep + len(acc), RECENT_DTYPE)  # not np.concatenate: slow on structured arrays
+        recent[:keep] = s.recent[len(s.recent) - keep:]
+        recent[keep:] = new_recent
+        s.recent = recent[-self.config.recent_len:]
         if new_ids:
             s.event_ids = np.concatenate([s.event_ids, np.array(new_ids, np.uint64)])[-EVENT_ID_WINDOW:]
         res.applied = len(acc)
@@ -288,12 +389,18 @@ class ProfileModel:
         if not users:
             return []
         now = time.time()
-        H = torch.from_numpy(np.stack([s.h for _, s in users])).to(self.device)
-        with torch.inference_mode():
-            uvec = self.user_vectors(H)  # (B, D)
-            sc = uvec @ self.item_vecs.T + self.item_bias  # (B, N)
-            idx, vals = self.topk(sc, [s.recent["item"] for _, s in users], k)
-        uvec_l = uvec.cpu().numpy().tolist()
+        Hn = np.stack([s.h for _, s in users])
+        exclude = [s.recent["item"] for _, s in users]
+        if self._use_numpy(len(users)):
+            uvec_n, idx, vals = self._scores_topk_numpy(Hn, exclude, k)
+        else:
+            with torch.inference_mode():
+                uvec = self.user_vectors(torch.from_numpy(Hn).to(self.device))  # (B, D)
+                sc = uvec @ self.item_vecs.T + self.item_bias  # (B, N)
+                idx, vals = self.topk(sc, exclude, k)
+            uvec_n = uvec.cpu().numpy()
+        uvec_l = uvec_n.tolist()
+        tags_l = self._tags_batch(np.stack([s.tags for _, s in users]))
         reasons = self._reasons(idx, [s for _, s in users])
         out = []
         for b, (uid, s) in enumerate(users):
@@ -301,7 +408,7 @@ class ProfileModel:
             profile = {
                 "user_id": uid,
                 "vector": uvec_l[b],
-                "tags": self._tags(s.tags),
+                "tags": tags_l[b],
                 "events_seen": int(s.events_seen),
                 "last_event_ts": float(s.last_ts) if s.events_seen else None,
                 "model_version": self.model_version,
@@ -322,11 +429,16 @@ class ProfileModel:
             out.append((profile, recs))
         return out
 
-    def _tags(self, tags: np.ndarray) -> dict[str, float]:
-        nz = np.flatnonzero(np.abs(tags) >= 1e-4)
-        order = nz[np.argsort(-np.abs(tags[nz]), kind="stable")]
+    def _tags_batch(self, tags: np.ndarray) -> list[dict[str, float]]:
+        """Per row of (B, C) affinities: {category: weight rounded to 4 places} for |weight| ≥ 1e-4,
+        largest |weight| first (ties in category order)."""
+        a = np.abs(tags)
+        order = np.argsort(-a, axis=1, kind="stable")  # (B, C)
+        n_keep = (a >= 1e-4).sum(axis=1).tolist()
+        rounded = np.round(tags[np.arange(len(tags))[:, None], order].astype(np.float64), 4).tolist()
         names = self.category_names
-        return {names[i]: round(v, 4) for i, v in zip(order.tolist(), tags[order].tolist())}
+        order_l = order.tolist()
+        return [dict(zip([names[i] for i in o[:n]], v[:n])) for o, v, n in zip(order_l, rounded, n_keep)]
 
     def _reasons(self, idx: np.ndarray, states: Sequence[UserState]) -> list[list[str] | None] | None:
         """Per recommended item: the most similar of the user's last REASON_WINDOW items (cosine of
@@ -338,24 +450,25 @@ class ProfileModel:
             r = s.recent["item"][-R:]
             recent[b, R - len(r):] = r
         valid = recent >= 0
-        if not valid.any():
+        has = valid.any(axis=1)
+        if not has.any():
             return None
-        rv = self._unit_items[np.where(valid, recent, 0)]  # (B, R, D)
-        sim = np.einsum("bkd,brd->bkr", self._unit_items[idx], rv)  # (B, K, R)
-        sim[~np.broadcast_to(valid[:, None, :], sim.shape)] = -np.inf
-        best = np.take_along_axis(recent, sim.argmax(axis=2), axis=1)  # (B, K)
+        rv = self._unit_items[np.maximum(recent, 0)]  # (B, R, D)
+        sim = self._unit_items[idx] @ rv.transpose(0, 2, 1)  # (B, K, R) cosines
+        sim = np.where(valid[:, None, :], sim, -np.inf)
+        best = recent[np.arange(B)[:, None], sim.argmax(axis=2)]  # (B, K)
         shared = self._cat_bits[idx] & self._cat_bits[best]  # (B, K) category bitmasks
-        out: list[list[str] | None] = []
-        for b in range(B):
-            if not valid[b].any():
-                out.append(None)
-                continue
-            out.append([self._reason_text(t, m) for t, m in zip(best[b].tolist(), shared[b].tolist())])
-        return out
+        return [[self._reason_text(t, m) for t, m in zip(bt, sh)] if ok else None
+                for bt, sh, ok in zip(best.tolist(), shared.tolist(), has.tolist())]
 
     def _reason_text(self, item: int, shared_bits: int) -> str:
-        cats = self._bits_names(shared_bits)
-        return f"similar to {self.titles[item]}" + (f" ({cats})" if cats else "")
+        hit = self._reason_cache.get((item, shared_bits))
+        if hit is None:
+            if len(self._reason_cache) >= 200_000:  # bounded for big catalogues
+                self._reason_cache.clear()
+            cats = self._bits_names(shared_bits)
+            hit = self._reason_cache[(item, shared_bits)] = f"similar to {self.titles[item]}" + (f" ({cats})" if cats else "")
+        return hit
 
     def _bits_names(self, bits: int) -> str:
         hit = self._bits_cache.get(bits)

@@ -48,7 +48,8 @@ class Settings:
                            default=256)
     batch_window_ms: float = _env("PROFILESTREAM_BATCH_WINDOW_MS", "max wait to fill a micro-batch", default=5.0)
     device: Literal["cpu", "cuda"] = _env("PROFILESTREAM_DEVICE", "torch device of the model step", default="cpu")
-    torch_threads: int = _env("PROFILESTREAM_TORCH_THREADS", "torch intra-op threads in a worker", default=1)
+    torch_threads: int = _env("PROFILESTREAM_TORCH_THREADS", "torch intra-op threads (and numpy BLAS threads) in a worker",
+                              default=1)
     max_event_bytes: int = _env("PROFILESTREAM_MAX_EVENT_BYTES", "larger raw events go to the DLQ",
                                 default=64 * 1024)
     commit_interval_s: float = _env("PROFILESTREAM_COMMIT_INTERVAL_S", "consumer offset commit interval",

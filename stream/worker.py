@@ -48,7 +48,11 @@ def run_worker(settings: Settings) -> None:
     from .broker import wait_reachable
     from .topics import ensure_topics
 
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(settings.torch_threads)
+    # The small-batch step runs in numpy (model/runtime.py); its BLAS gets the same thread budget.
+    threadpool_limits(settings.torch_threads, user_api="blas")
     wait_reachable(settings, timeout=15.0)
     ensure_topics(settings)
     model = ProfileModel.load(settings.artifact_path, device=settings.device)
