@@ -1,6 +1,7 @@
 """Model-step microbenchmarks: per-event cost of the streaming step (state unpack → LSTM step →
-top-K → pack) by batch size, on CPU and (when present) CUDA, and brute-force top-K by catalogue
-size. Warm-up first, then `perf_counter_ns`, `cuda.synchronize()` before reading the clock;
+top-K → pack) by batch size, on CPU and (when present) CUDA; the tensor math alone, in torch and
+(small CPU batches, the path the worker takes) numpy; and brute-force top-K by catalogue size.
+Warm-up first, then `perf_counter_ns`, `cuda.synchronize()` before reading the clock;
 percentiles over repeats."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 from model import Pending, ProfileModel, pack_state, unpack_state, validate_event
 
-__all__ = ["bench_step", "bench_topk", "bench_raw_step"]
+__all__ = ["bench_step", "bench_topk", "bench_raw_step", "bench_numpy_step"]
 
 
 def _pcts(ns: list[float]) -> dict[str, float]:
@@ -116,6 +117,39 @@ def bench_raw_step(model: ProfileModel, batches: list[int], *, seconds: float = 
     return rows
 
 
+def bench_numpy_step(model: ProfileModel, batches: list[int], *, seconds: float = 1.0) -> list[dict[str, Any]]:
+    """The tensor math of the numpy path (model.runtime.NUMPY_MAX_BATCH: small CPU batches) on resident arrays."""
+    from model.runtime import NUMPY_MAX_BATCH
+
+    rows = []
+    for batch in [b for b in batches if b <= NUMPY_MAX_BATCH]:
+        rng = np.random.default_rng(batch)
+        h = np.zeros((batch, model.hidden), np.float32)
+        c = np.zeros_like(h)
+        items = rng.integers(0, model.n_items, batch)
+        types = np.full(batch, 4)
+        vals = np.zeros(batch, np.float32)
+        gaps = np.zeros(batch, np.float32)
+        no_mask = [np.zeros(0, np.int64)] * batch
+
+        def run() -> Any:
+            h2, _ = model.step_numpy(h, c, items, types, vals, gaps)
+            return model._scores_topk_numpy(h2, no_mask, 10)
+
+        for _ in range(10):
+            run()
+        times: list[float] = []
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end or len(times) < 5:
+            t0 = time.perf_counter_ns()
+            run()
+            times.append((time.perf_counter_ns() - t0) / batch)
+        rows.append({"batch": batch, "device": "cpu numpy", "what": "tensor step + scores + top-K",
+                     "repeats": len(times), **_pcts(times), "events_per_s": 1e9 / float(np.median(times))})
+        print(f"  numpy  batch {batch:>5} cpu: {rows[-1]['p50_us']:9.3f} µs/event (p50)", file=sys.stderr)
+    return rows
+
+
 def bench_topk(sizes: list[int], *, dim: int, batches: list[int], device: str = "cpu",
                seconds: float = 0.5) -> list[dict[str, Any]]:
     rows = []
@@ -154,6 +188,7 @@ def run_micro(artifact: Path, *, smoke: bool) -> dict[str, Any]:
     print("model-step microbenchmarks (CPU, 1 torch thread):", file=sys.stderr)
     out["step"] += bench_step(cpu, batches, seconds=secs)
     out["tensor_step"] += bench_raw_step(cpu, batches, seconds=secs)
+    out["tensor_step"] += bench_numpy_step(cpu, batches, seconds=secs)
     sizes = [cpu.n_items, 100_000] if smoke else [cpu.n_items, 100_000, 1_000_000]
     out["topk"] += bench_topk(sizes, dim=cpu.config.item_dim, batches=[1, 64], seconds=secs / 2)
     if torch.cuda.is_available():
