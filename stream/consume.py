@@ -30,7 +30,7 @@ class TopicReader:
     partition) without joining a consumer group."""
 
     def __init__(self, settings: Settings, topics: list[str], *, start: str | int = "earliest") -> None:
-        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         conf = settings.confluent_config()
         conf.update({"group.id": f"profilestream-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
@@ -50,13 +50,30 @@ class TopicReader:
                 if start == "earliest":
                     off = OFFSET_BEGINNING
                 elif start == "latest":
-                    off = OFFSET_END
+                    # The end offset now, not OFFSET_END: that is resolved only when fetching starts,
+                    # so records produced right after this constructor returned could be skipped.
+                    off = self._watermarks(topic, p)[1]
                 else:
-                    lo, hi = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    lo, hi = self._watermarks(topic, p)
                     off = max(lo, hi - int(start))
                 tps.append(TopicPartition(topic, p, off))
         self.tps = tps
         self.consumer.assign(tps)
+
+    def _watermarks(self, topic: str, partition: int, timeout: float = 15.0) -> tuple[int, int]:
+        """(low, high) offsets; retried for `timeout` s (a topic created a moment ago may have no
+        leader yet: NOT_LEADER_FOR_PARTITION), then the broker's error is raised."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                lo, hi = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+                return int(lo), int(hi)
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def end_offsets(self) -> dict[tuple[str, int], int]:
         from confluent_kafka import TopicPartition

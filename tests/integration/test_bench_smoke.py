@@ -27,7 +27,7 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     pipelines = {r["pipeline"] for r in res["latency"]}
     assert {"transport floor", "pipeline batch=64"} <= pipelines
     for row in res["latency"]:
-        assert row["measured"] > 0, row
+        assert row["measured"] > 0 and row["drained"] is True, row  # 200 ev/s is far below every pipeline's rate
         assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert len(row["cdf_ms"]) == 101
     assert all(r["completed"] for r in res["throughput"]), res["throughput"]
