@@ -20,7 +20,8 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         rates, seconds, batches = [200.0], 2.0, [64]
     else:
         rates, seconds, batches = args.rates, args.seconds, args.batches
-    run_bench(s, args.out, smoke=args.smoke, rates=rates, seconds=seconds, batches=batches, argv=sys.argv[1:])
+    run_bench(s, args.out, smoke=args.smoke, rates=rates, seconds=seconds, batches=batches, argv=sys.argv[1:],
+              p99_bound_ms=args.p99_bound_ms, ramp_seconds=args.ramp_seconds)
     return 0
 
 
@@ -93,7 +94,8 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     r = bsub.add_parser("run", help="run the bench suite and write a report",
                         description="Microbenchmarks (CPU; GPU when CUDA is present), end-to-end latency of the "
                                     "transport floor, the Faust echo floor and the full pipeline (micro-batching off "
-                                    "and on) at each --rates value, max throughput, throughput vs micro-batch size. "
+                                    "and on) at each --rates value, max burst throughput, sustained throughput (the "
+                                    "rate is raised until p99 passes --p99-bound-ms), throughput vs micro-batch size. "
                                     "Writes OUT/results.json, OUT/results.md, OUT/latency_cdf.png, "
                                     "OUT/throughput_vs_batch.png. Starts the local broker if none answers.")
     r.add_argument("--out", type=Path, default=Path("bench-results"), help="report directory (default bench-results)")
@@ -102,7 +104,12 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     r.add_argument("--seconds", type=float, default=6.0, help="seconds per rate (default 6; first 1 s is warm-up)")
     r.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256, 1024],
                    help="micro-batch sizes for the throughput sweep (default 1 16 64 256 1024)")
-    r.add_argument("--smoke", action="store_true", help="a ≤ 30 s run that checks the report is produced")
+    r.add_argument("--p99-bound-ms", type=float, default=500.0,
+                   help="sustained throughput: the highest rate whose p99 stays under this bound and whose backlog "
+                        "is worked off (default 500)")
+    r.add_argument("--ramp-seconds", type=float, default=8.0,
+                   help="seconds per rate step of the sustained-throughput ramp (default 8)")
+    r.add_argument("--smoke", action="store_true", help="a ≤ 60 s run that checks the report is produced")
     r.add_argument("--bootstrap-servers", default=None)
     r.add_argument("--state-dir", type=Path, default=None)
     r.add_argument("--artifact", type=Path, default=None)

@@ -26,7 +26,7 @@ from stream.process import WorkerProcess, free_port
 from stream.settings import Settings
 from stream.topics import ensure_topics, topic_names
 
-__all__ = ["Pipeline", "latency_run", "throughput_run", "start_pipeline"]
+__all__ = ["Pipeline", "latency_run", "throughput_run", "sustained_run", "start_pipeline"]
 
 
 @dataclass
@@ -147,7 +147,19 @@ def _applied_all(p: Pipeline) -> Callable[[], bool]:
     return lambda: p.applied() >= p.sent
 
 
-def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, items: list[str]) -> dict[str, Any]:
+def _wait_idle(p: Pipeline, timeout: float = DRAIN_TIMEOUT_S) -> bool:
+    """Wait until the pipeline has processed every event it was sent (True), or `timeout` s."""
+    if p.coalesces:
+        return _drain(p, _applied_all(p), timeout)
+    reader = TopicReader(p.settings, [p.out_topic], start="latest")  # one output per event: count them
+    try:
+        return _drain(p, lambda: sum(reader.end_offsets().values()) >= p.sent, timeout)
+    finally:
+        reader.close()
+
+
+def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, items: list[str],
+                drain_timeout: float = DRAIN_TIMEOUT_S) -> dict[str, Any]:
     """Send `rate` events/s for `seconds`; latency of every output until the pipeline has worked
     off all of them (an overloaded pipeline's backlog is part of its latency, and must not leak
     into the next run)."""
@@ -157,10 +169,10 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
     first = _produce(p, rate=rate, n=n, items=items)
     p.sent += n
     if p.coalesces:
-        drained = _drain(p, _applied_all(p), DRAIN_TIMEOUT_S)
+        drained = _drain(p, _applied_all(p), drain_timeout)
         _drain(p, lambda: time.time() - col.last_rx > 0.5, 5.0)  # the last outputs of the last batch
     else:
-        drained = _drain(p, lambda: len(col.samples) >= n, DRAIN_TIMEOUT_S)
+        drained = _drain(p, lambda: len(col.samples) >= n, drain_timeout)
     col.stop_flag.set()
     col.join(5)
     lat = np.array([(rx - ts) * 1e3 for ts, rx in col.samples if ts >= first + warmup])
@@ -204,3 +216,40 @@ def throughput_run(p: Pipeline, *, n: int, items: list[str], timeout: float = 18
     eps = n / (done - first) if done else float("nan")
     print(f"  {p.name:<22} max rate: {eps:9.0f} events/s ({n} events)", file=sys.stderr)
     return {"pipeline": p.name, "events": n, "events_per_s": eps, "completed": done is not None}
+
+
+def sustained_run(p: Pipeline, *, items: list[str], p99_bound_ms: float, seconds: float, start_rate: float,
+                  max_steps: int = 8, precision: float = 0.1) -> dict[str, Any]:
+    """Max sustained rate: send at a fixed rate for `seconds`, raising it (doubling, then bisecting
+    between the highest rate that held and the lowest that did not) until within `precision`.
+    A rate holds when the pipeline worked off every event within 30 s after the last was sent and
+    the p99 latency stayed ≤ `p99_bound_ms`. A pipeline that cannot keep up builds a backlog that
+    grows for the whole step, so its p99 exceeds the bound once the backlog is worth more than
+    the bound's time."""
+    steps: list[dict[str, Any]] = []
+    lo, hi = 0.0, None
+    rate = start_rate
+    print(f"  {p.name}: raising the rate until p99 > {p99_bound_ms:.0f} ms ({seconds:g} s per step)", file=sys.stderr)
+    while len(steps) < max_steps:
+        row = latency_run(p, rate=rate, seconds=seconds, warmup=min(1.0, seconds / 3), items=items, drain_timeout=30.0)
+        p99 = row.get("p99_ms", float("nan"))
+        ok = bool(row["drained"]) and p99 <= p99_bound_ms  # NaN (no samples) compares False
+        steps.append({"rate": rate, "p50_ms": row.get("p50_ms"), "p99_ms": row.get("p99_ms"),
+                      "drained": row["drained"], "held": ok})
+        if ok:
+            lo = rate
+        else:
+            hi = rate
+            if not _wait_idle(p):
+                print(f"  {p.name}: still busy {DRAIN_TIMEOUT_S:.0f} s after the step; the ramp stops here",
+                      file=sys.stderr)
+                break
+        if hi is None:
+            rate *= 2
+        elif hi - lo <= precision * hi:
+            break
+        else:
+            rate = round((lo + hi) / 2)
+    print(f"  {p.name}: sustained {lo:.0f} events/s (p99 ≤ {p99_bound_ms:.0f} ms)", file=sys.stderr)
+    return {"pipeline": p.name, "p99_bound_ms": p99_bound_ms, "seconds_per_step": seconds, "steps": steps,
+            "sustained_events_per_s": lo, "bounded": hi is not None}

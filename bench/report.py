@@ -9,7 +9,8 @@ from typing import Any
 __all__ = ["write_report", "RESULTS_SCHEMA_KEYS"]
 
 RESULTS_SCHEMA_KEYS = ("schema_version", "command", "machine", "started_at", "seconds", "micro", "latency",
-                       "throughput", "throughput_vs_batch", "sustained_events_per_s_per_worker")
+                       "throughput", "throughput_vs_batch", "sustained", "sustained_events_per_s_per_worker",
+                       "max_burst_events_per_s_per_worker", "p99_bound_ms")
 
 
 def _md_table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> str:
@@ -26,6 +27,10 @@ def _md_table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> s
 def write_markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     latency = [{**r, "drained_mark": "✓" if r.get("drained", True) else "✗"} for r in res["latency"]]
+    sustained = [{**r, "sustained_mark": ("" if r["bounded"] else "≥ ") + f"{r['sustained_events_per_s']:.0f}",
+                  "steps_text": ", ".join(f"{st['rate']:.0f} → {st['p99_ms']:.0f} {'✓' if st['held'] else '✗'}"
+                                          if st["p99_ms"] is not None else f"{st['rate']:.0f} → — ✗"
+                                          for st in r["steps"])} for r in res["sustained"]]
     parts = [f"# profilestream bench — {res['started_at']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; torch {m['libraries']['torch']}, "
              f"faust-streaming {m['libraries']['faust-streaming']}.  ", f"Command: `{res['command']}`", ""]
@@ -36,12 +41,18 @@ def write_markdown(res: dict[str, Any]) -> str:
                                          ("drained", "drained_mark", "")]),
               "", "drained: ✓ = every event sent at that rate was processed and measured; ✗ = the pipeline "
               "was still working off its backlog when the wait ended, so the tail is worse than shown.",
-              "", "## Max throughput (as fast as the producer sends)", "",
+              "", "## Max burst throughput (as fast as the producer sends)", "",
               _md_table(res["throughput"], [("pipeline", "pipeline", ""), ("events", "events", "d"),
                                             ("events/s", "events_per_s", ".0f")]),
+              "", "## Sustained throughput (rate raised until p99 passes the bound)", "",
+              _md_table(sustained, [("pipeline", "pipeline", ""), ("p99 bound ms", "p99_bound_ms", ".0f"),
+                                    ("sustained events/s", "sustained_mark", ""), ("steps: rate → p99 ms", "steps_text", "")]),
+              "", "A step holds (✓) when its p99 stays under the bound and the pipeline works off every event it "
+              "was sent; the rate doubles until a step fails (✗), then bisects. '≥' = no step failed within the ramp.",
               "", f"Sustained events/s per worker (full pipeline, best micro-batch): "
-                  f"**{res['sustained_events_per_s_per_worker']:.0f}**", "",
-              "## Throughput vs micro-batch size (full pipeline, one worker)", "",
+                  f"**{res['sustained_events_per_s_per_worker']:.0f}** at p99 ≤ {res['p99_bound_ms']:.0f} ms; "
+                  f"max burst (above): {res['max_burst_events_per_s_per_worker']:.0f}", "",
+              "## Throughput vs micro-batch size (full pipeline, one worker, burst)", "",
               _md_table(res["throughput_vs_batch"], [("batch size", "batch", "d"), ("events/s", "events_per_s", ".0f")]),
               "", "## Model step (per event)", "",
               _md_table(res["micro"]["step"], [("batch", "batch", "d"), ("device", "device", ""), ("p50 µs", "p50_us", ".2f"),
