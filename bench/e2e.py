@@ -50,6 +50,21 @@ class Pipeline:
     def stop(self) -> None:
         if self.worker is not None and self.worker.alive():
             self.worker.stop(timeout=30)
+        _delete_topics(self.settings)
+
+
+def _delete_topics(s: Settings) -> None:
+    """Delete the topics of one bench pipeline (its unique prefix; the worker's changelog starts
+    with it too), so repeated bench runs do not pile up partitions on the broker. Best effort."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(s.confluent_config())
+    try:
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(s.topic_prefix)]
+        for fut in (admin.delete_topics(names, operation_timeout=30).values() if names else []):
+            fut.result(60)
+    except Exception as exc:  # noqa: BLE001 - a failed clean-up must not lose the measurements
+        print(f"  (could not delete the bench topics {s.topic_prefix}*: {exc})", file=sys.stderr)
 
 
 def start_pipeline(kind: str, base: Settings, workdir: Path, *, batch_size: int = 1) -> Pipeline:
