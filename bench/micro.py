@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -24,6 +24,25 @@ def _pcts(ns: list[float]) -> dict[str, float]:
     a = np.array(ns, np.float64) / 1e3
     return {"p50_us": float(np.percentile(a, 50)), "p90_us": float(np.percentile(a, 90)),
             "p99_us": float(np.percentile(a, 99)), "min_us": float(a.min())}
+
+
+def _time_per_item(run: Callable[[], Any], *, per: int, seconds: float, warmup: int, min_repeats: int = 5,
+                   cuda: bool = False) -> list[float]:
+    """ns per item of `run()` (which handles `per` items), repeated for `seconds` after `warmup` calls;
+    on CUDA the clock is read after a synchronize."""
+    for _ in range(warmup):
+        run()
+    if cuda:
+        torch.cuda.synchronize()
+    times: list[float] = []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(times) < min_repeats:
+        t0 = time.perf_counter_ns()
+        run()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter_ns() - t0) / per)
+    return times
 
 
 def _events(model: ProfileModel, batch: int, seed: int) -> list[Pending]:
@@ -50,16 +69,7 @@ def bench_step(model: ProfileModel, batches: list[int], *, k: int = 10, seconds:
             for j, s in enumerate(st):
                 states[j] = pack_state(s)
 
-        for _ in range(3):
-            once()
-        times: list[float] = []
-        t_end = time.perf_counter() + seconds
-        while time.perf_counter() < t_end or len(times) < 5:
-            t0 = time.perf_counter_ns()
-            once()
-            if model.device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append((time.perf_counter_ns() - t0) / batch)
+        times = _time_per_item(once, per=batch, seconds=seconds, warmup=3, cuda=model.device.type == "cuda")
         rows.append({"batch": batch, "device": model.device.type, "what": "full step (unpack→LSTM→top-K→outputs→pack)",
                      "repeats": len(times), **_pcts(times), "events_per_s": 1e9 / float(np.median(times))})
         print(f"  step   batch {batch:>5} {model.device.type}: {rows[-1]['p50_us']:9.2f} µs/event (p50)",
@@ -97,19 +107,8 @@ def bench_raw_step(model: ProfileModel, batches: list[int], *, seconds: float = 
                 with torch.cuda.graph(g):
                     fn()
             run = g.replay
-        times: list[float] = []
         with torch.inference_mode():
-            for _ in range(10):
-                run()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t_end = time.perf_counter() + seconds
-            while time.perf_counter() < t_end or len(times) < 5:
-                t0 = time.perf_counter_ns()
-                run()
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append((time.perf_counter_ns() - t0) / batch)
+            times = _time_per_item(run, per=batch, seconds=seconds, warmup=10, cuda=dev.type == "cuda")
         label = f"{dev.type}{' + CUDA graph' if cuda_graphs else ''}"
         rows.append({"batch": batch, "device": label, "what": "tensor step + scores + top-K",
                      "repeats": len(times), **_pcts(times), "events_per_s": 1e9 / float(np.median(times))})
@@ -136,14 +135,7 @@ def bench_numpy_step(model: ProfileModel, batches: list[int], *, seconds: float 
             h2, _ = model.step_numpy(h, c, items, types, vals, gaps)
             return model._scores_topk_numpy(h2, no_mask, 10)
 
-        for _ in range(10):
-            run()
-        times: list[float] = []
-        t_end = time.perf_counter() + seconds
-        while time.perf_counter() < t_end or len(times) < 5:
-            t0 = time.perf_counter_ns()
-            run()
-            times.append((time.perf_counter_ns() - t0) / batch)
+        times = _time_per_item(run, per=batch, seconds=seconds, warmup=10)
         rows.append({"batch": batch, "device": "cpu numpy", "what": "tensor step + scores + top-K",
                      "repeats": len(times), **_pcts(times), "events_per_s": 1e9 / float(np.median(times))})
         print(f"  numpy  batch {batch:>5} cpu: {rows[-1]['p50_us']:9.3f} µs/event (p50)", file=sys.stderr)
@@ -159,16 +151,8 @@ def bench_topk(sizes: list[int], *, dim: int, batches: list[int], device: str = 
         for batch in batches:
             u = torch.randn(batch, dim, generator=g).to(device)
             with torch.inference_mode():
-                for _ in range(3):
-                    torch.topk(u @ V.T, 10, dim=1)
-                times: list[float] = []
-                t_end = time.perf_counter() + seconds
-                while time.perf_counter() < t_end or len(times) < 3:
-                    t0 = time.perf_counter_ns()
-                    torch.topk(u @ V.T, 10, dim=1)
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-                    times.append((time.perf_counter_ns() - t0) / batch)
+                times = _time_per_item(lambda: torch.topk(u @ V.T, 10, dim=1), per=batch, seconds=seconds,
+                                       warmup=3, min_repeats=3, cuda=device == "cuda")
             rows.append({"items": n, "batch": batch, "device": device, "method": "brute force (matmul + topk)",
                          **_pcts(times)})
             print(f"  top-K  {n:>8} items batch {batch:>4} {device}: {rows[-1]['p50_us']:10.1f} µs/query (p50)",
