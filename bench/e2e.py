@@ -204,7 +204,7 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
 
 def throughput_run(p: Pipeline, *, n: int, items: list[str], timeout: float = 180.0) -> dict[str, Any]:
     """Send n events as fast as possible; events/s until the last one is processed."""
-    if p.coalesces and not _drain(p, _applied_all(p), DRAIN_TIMEOUT_S):
+    if not _wait_idle(p):
         print(f"  {p.name}: still working off earlier events after {DRAIN_TIMEOUT_S:.0f} s; "
               "the throughput below is measured behind that backlog", file=sys.stderr)
     col = None if p.coalesces else _Collector(p)
