@@ -76,10 +76,7 @@ class TopicReader:
                 time.sleep(0.1)
 
     def end_offsets(self) -> dict[tuple[str, int], int]:
-        from confluent_kafka import TopicPartition
-
-        return {(tp.topic, tp.partition): self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                                                              timeout=10)[1] for tp in self.tps}
+        return {(tp.topic, tp.partition): self._watermarks(tp.topic, tp.partition)[1] for tp in self.tps}
 
     def poll(self, timeout: float = 0.5, max_records: int = 1000) -> list[Record]:
         # poll() returns as soon as one record is there; consume(n, t) would wait for n or t.
