@@ -305,11 +305,15 @@ class ProfileModel:
         if n_rounds == 0:
             return
         users = [u for u, a in enumerate(accepted) if a]
-        use_np = self._use_numpy(len(users))
-        Hn = np.stack([results[u].state.h for u in users])  # (U, H)
-        Cn = np.stack([results[u].state.c for u in users])  # (U, H)
-        if not use_np:
-            Hs, Cs = torch.from_numpy(Hn).to(self.device), torch.from_numpy(Cn).to(self.device)
+        # One loop for both paths: numpy arrays (small CPU batches) or torch tensors on the device.
+        if self._use_numpy(len(users)):
+            step: Any = self.step_numpy
+            arr: Any = lambda a: a  # noqa: E731
+        else:
+            step = self.step
+            arr = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        Hs = arr(np.stack([results[u].state.h for u in users]))  # (U, H)
+        Cs = arr(np.stack([results[u].state.c for u in users]))  # (U, H)
         last_ts = [results[u].state.last_ts if results[u].state.events_seen else None for u in users]
         with torch.inference_mode():
             for r in range(n_rounds):
@@ -323,28 +327,15 @@ class ProfileModel:
                     prev = last_ts[j]
                     gaps[n] = 0.0 if prev is None else p.event.ts - prev
                     last_ts[j] = p.event.ts
-                all_rows = len(rows) == len(users)
-                if use_np:
-                    sel_np = None if all_rows else np.array(rows, np.int64)
-                    h2n, c2n = self.step_numpy(Hn if sel_np is None else Hn[sel_np], Cn if sel_np is None else Cn[sel_np],
-                                               items, types, value_feature(types, values), gap_feature(gaps))
-                    if sel_np is None:
-                        Hn, Cn = h2n, c2n
-                    else:
-                        Hn[sel_np], Cn[sel_np] = h2n, c2n
-                    continue
-                sel = None if all_rows else torch.tensor(rows, device=self.device)
-                h = Hs if sel is None else Hs[sel]
-                c = Cs if sel is None else Cs[sel]
-                h2, c2 = self.step(h, c, torch.from_numpy(items).to(self.device), torch.from_numpy(types).to(self.device),
-                                   torch.from_numpy(value_feature(types, values)).to(self.device),
-                                   torch.from_numpy(gap_feature(gaps)).to(self.device))
+                sel = arr(np.array(rows, np.int64)) if len(rows) != len(users) else None
+                h2, c2 = step(Hs if sel is None else Hs[sel], Cs if sel is None else Cs[sel], arr(items), arr(types),
+                              arr(value_feature(types, values)), arr(gap_feature(gaps)))
                 if sel is None:
                     Hs, Cs = h2, c2
                 else:
                     Hs[sel], Cs[sel] = h2, c2
-        if not use_np:
-            Hn, Cn = Hs.cpu().numpy(), Cs.cpu().numpy()
+        Hn = Hs if isinstance(Hs, np.ndarray) else Hs.cpu().numpy()
+        Cn = Cs if isinstance(Cs, np.ndarray) else Cs.cpu().numpy()
         for j, u in enumerate(users):
             results[u].state.h = Hn[j].copy()
             results[u].state.c = Cn[j].copy()
