@@ -33,7 +33,8 @@ def _train_config(args: argparse.Namespace) -> Any:
 
     cfg = TrainConfig()
     over = {k: getattr(args, k) for k in ("epochs", "max_minutes", "seed", "max_users", "reducer", "hidden",
-                                          "item_dim", "text_dim", "lr", "lr_schedule", "patience", "dropout", "refit_epochs") if getattr(args, k, None) is not None}
+                                          "item_dim", "text_dim", "lr", "lr_schedule", "patience", "dropout", "refit_epochs",
+                                          "future_window", "future_decay") if getattr(args, k, None) is not None}
     if getattr(args, "no_text", False):
         over["use_text"] = False
     if getattr(args, "no_id", False):
@@ -148,6 +149,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
                    "the model before the refit, and after it as a row marked 'not held out'")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"],
                    help="learning-rate schedule; cosine anneals to 0 over --epochs")
+    p.add_argument("--future-window", type=int,
+                   help="each position also learns the next N items, not only the next one (default 1 = next item only)")
+    p.add_argument("--future-decay", type=float, help="weight of the j-th future item: decay^(j-1) (default 0.5)")
     p.add_argument("--no-text", action="store_true", help="ablation: ID embeddings only")
     p.add_argument("--no-id", action="store_true", help="ablation: text features only")
     p.add_argument("--state-dir", type=Path, default=None)

@@ -57,10 +57,17 @@ class TrainConfig:
     # after early stopping: epochs over training + validation events (0 = off), at lr * refit_lr_scale
     refit_epochs: int = 2
     refit_lr_scale: float = 1 / 3
+    # position t also learns the items at t+2 … t+future_window, weighted future_decay^(j-1)
+    # (1 = plain next-item loss). The order of events inside one rating session says little, so
+    # the next few items are all evidence of what comes next (docs/model.md).
+    future_window: int = 1
+    future_decay: float = 0.5
 
     def __post_init__(self) -> None:
         if self.batch_users < 1 or self.epochs < 1:
             raise ValueError("epochs and batch_users must be >= 1")
+        if self.future_window < 1 or not 0.0 < self.future_decay <= 1.0:
+            raise ValueError("future_window must be >= 1 and future_decay in (0, 1]")
 
 
 @dataclass
@@ -113,6 +120,30 @@ def _seen_mask(items: torch.Tensor, lengths: torch.Tensor, valid_pos: torch.Tens
     seen = seen[valid_pos[:, :-1]]  # (P, N)
     seen[torch.arange(len(targets)), targets] = False
     return seen
+
+
+def future_loss(logits: torch.Tensor, items: torch.Tensor, lengths: torch.Tensor, valid_pos: torch.Tensor,
+                window: int, decay: float) -> torch.Tensor:
+    """Cross-entropy of each predicting position against the next `window` items of its
+    sequence, the j-th weighted decay^(j-1), averaged over the weights present (a position near
+    the end has fewer future items). `logits` (P, N) are the rows of `valid_pos[:, :-1]`; with
+    window 1 this is the mean next-item cross-entropy. A future item that is masked at the
+    position (a repeat of one seen before it) is left out."""
+    logp = torch.log_softmax(logits, dim=1)
+    B, L = items.shape
+    rows = valid_pos[:, :-1]
+    pos = torch.arange(L - 1)[None, :]
+    total = logits.new_zeros(())
+    weight = logits.new_zeros(())
+    for j in range(1, window + 1):
+        target = torch.nn.functional.pad(items[:, j:], (0, j - 1))[rows]  # item at t+j, (P,)
+        ok = (pos + j < lengths[:, None])[rows]
+        lp = logp.gather(1, target[:, None])[:, 0]
+        ok = ok & (lp > -1e8)
+        w = decay ** (j - 1)
+        total = total - w * torch.where(ok, lp, torch.zeros_like(lp)).sum()
+        weight = weight + w * ok.sum()
+    return total / weight.clamp(min=1.0)
 
 
 def lstm_scores(net: ProfileLSTM, ds: Dataset, es: EvalSet, *, batch: int = 128) -> np.ndarray:
@@ -217,7 +248,10 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
             logits = net.score(uvec[:, :-1][valid_pos[:, :-1]], ivec)  # (P, N)
             if cfg.mask_seen:
                 logits = logits.masked_fill(_seen_mask(items, lengths, valid_pos, targets, mcfg.n_items), -1e9)
-            loss = loss_fn(logits, targets)
+            if cfg.future_window > 1:
+                loss = future_loss(logits, items, lengths, valid_pos, cfg.future_window, cfg.future_decay)
+            else:
+                loss = loss_fn(logits, targets)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)

@@ -28,3 +28,44 @@ def test_tiny_training_beats_pop_and_round_trips(tmp_path: Path) -> None:
     recs = m.recommend(hist, k=10)
     assert len(recs) == 10 and not {e["item_id"] for e in hist} & set(recs)
     assert np.isfinite(m.profile(hist)["vector"]).all()
+
+
+def _future_loss_by_hand(logits, items, lengths, window: int, decay: float) -> float:
+    """The multi-target loss written out position by position, as docs/model.md states it."""
+    import math
+
+    total = weight = 0.0
+    row = 0
+    for b in range(items.shape[0]):
+        for t in range(int(lengths[b]) - 1):
+            z = logits[row].tolist()
+            log_norm = math.log(sum(math.exp(v) for v in z))
+            for j in range(1, window + 1):
+                if t + j < int(lengths[b]):
+                    total -= decay ** (j - 1) * (z[int(items[b, t + j])] - log_norm)
+                    weight += decay ** (j - 1)
+            row += 1
+    return total / weight
+
+
+def test_future_loss_matches_its_definition_and_is_cross_entropy_at_window_1() -> None:
+    import torch
+
+    from model.train import future_loss
+
+    gen = torch.Generator().manual_seed(3)
+    B, L, N = 3, 7, 25
+    items = torch.stack([torch.randperm(N, generator=gen)[:L] for _ in range(B)])
+    lengths = torch.tensor([7, 4, 2])
+    valid_pos = torch.arange(L)[None, :] < (lengths[:, None] - 1)
+    targets = items[:, 1:][valid_pos[:, :-1]]
+    logits = torch.randn(len(targets), N, generator=gen)
+    one = future_loss(logits, items, lengths, valid_pos, 1, 0.5)
+    assert torch.allclose(one, torch.nn.functional.cross_entropy(logits, targets), atol=1e-6)
+    for window, decay in ((3, 0.5), (5, 1.0)):
+        got = float(future_loss(logits, items, lengths, valid_pos, window, decay))
+        assert abs(got - _future_loss_by_hand(logits, items, lengths, window, decay)) < 1e-5, (window, decay)
+    # a future item masked at the position (a repeat of one seen before it) is left out, not -1e9
+    masked = logits.clone()
+    masked[0, int(items[0, 3])] = -1e9
+    assert float(future_loss(masked, items, lengths, valid_pos, 3, 0.5)) < 100.0
