@@ -63,6 +63,20 @@ def write_markdown(res: dict[str, Any]) -> str:
               "", "## Top-K (brute force, per query)", "",
               _md_table(res["micro"]["topk"], [("items", "items", "d"), ("batch", "batch", "d"), ("device", "device", ""),
                                                ("p50 µs", "p50_us", ".1f")])]
+    if res["micro"].get("ann"):
+        brute = {(r["items"], r["batch"]): r["p50_us"] for r in res["micro"]["topk"] if r["device"] == "cpu"}
+        ann = [{**r, "speedup": brute[(r["items"], r["batch"])] / r["p50_us"]
+                if (r["items"], r["batch"]) in brute else None} for r in res["micro"]["ann"]]
+        parts += ["", "## Top-K through an ANN index (faiss IVF-Flat, inner product, searched on 1 thread)", "",
+                  _md_table(ann, [("items", "items", "d"), ("catalogue", "data", ""), ("index", "method", ""),
+                                  ("batch", "batch", "d"), ("p50 µs/query", "p50_us", ".1f"),
+                                  ("× brute force", "speedup", ".1f"), ("recall@10", "recall_at_10", ".3f"),
+                                  ("build s", "build_s", ".1f")]),
+                  "", "recall@10: share of the exact top 10 (brute force) that the index returns, over 256 queries "
+                  "drawn like the items. × brute force: the brute-force row above with the same items and batch, "
+                  "same run."]
+    elif "ann" in res["micro"]:
+        parts += ["", "_faiss-cpu is not installed: no ANN top-K rows._"]
     if res["micro"].get("gpu_note"):
         parts += ["", f"_{res['micro']['gpu_note']}._"]
     return "\n".join(parts) + "\n"

@@ -24,6 +24,10 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     assert {r["batch"] for r in res["micro"]["step"]} == {1, 8, 64}
     assert all(r["p50_us"] > 0 for r in res["micro"]["step"] + res["micro"]["tensor_step"] + res["micro"]["topk"])
     assert res["micro"]["gpu"] or "CUDA not available" in res["micro"]["gpu_note"]
+    ann = res["micro"]["ann"]  # faiss IVF top-K on the 100k catalogue, beside brute force
+    assert {r["items"] for r in ann} == {100_000} and {r["batch"] for r in ann} == {1, 64}
+    assert all(0.0 <= r["recall_at_10"] <= 1.0 and r["p50_us"] > 0 for r in ann)
+    assert "## Top-K through an ANN index" in (out / "results.md").read_text()
     pipelines = {r["pipeline"] for r in res["latency"]}
     assert {"transport floor", "pipeline batch=64"} <= pipelines
     for row in res["latency"]:
