@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .ann import DEFAULT_ANN_NPROBE, AnnIndex
 from .artifact import Artifact, load_artifact
 from .events import Event, validate_event
 from .lstm import TYPE_INDEX, ProfileLSTM, gap_feature, value_feature
@@ -149,11 +150,22 @@ class ProfileModel:
         self._cat_bits = (self.cat_matrix[:, :n_bits].astype(np.int64) << np.arange(n_bits)).sum(axis=1)
         self._bits_cache: dict[int, str] = {}
         self._reason_cache: dict[tuple[int, int], str] = {}
+        #: Set by `enable_ann()`: top-K through an IVF index instead of brute force (big catalogues).
+        self.ann: AnnIndex | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def load(cls, path: Path | str, *, device: str = "cpu") -> "ProfileModel":
         return cls(load_artifact(path), device=device)
+
+    def enable_ann(self, nprobe: int = DEFAULT_ANN_NPROBE) -> AnnIndex:
+        """Build a faiss IVF index over the item vectors (model/ann.py) and rank recommendations
+        through it from now on. Approximate: an item in a list the query does not visit is missed.
+        The same artifact and `nprobe` always give the same index, so `recommend()` on a model with
+        the index enabled gives what a worker with the same settings emits."""
+        self.ann = AnnIndex.build(self.item_vecs.detach().cpu().numpy(), self.item_bias.detach().cpu().numpy(),
+                                  nprobe=nprobe)
+        return self.ann
 
     @property
     def model_version(self) -> str:
@@ -374,6 +386,24 @@ class ProfileModel:
         res.last_event_ts = float(acc[-1][0].event.ts)
 
     # ------------------------------------------------------------------ outputs
+    def _ann_topk(self, Hn: np.ndarray, exclude: Sequence[np.ndarray],
+                  k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """User vectors and top-k through the ANN index; a row whose visited lists held fewer
+        than k allowed items is ranked by brute force instead, so every row has k items."""
+        assert self.ann is not None
+        with torch.inference_mode():
+            uvec = self.user_vectors(torch.from_numpy(Hn).to(self.device))
+        uvec_n = uvec.cpu().numpy()
+        k = min(k, self.n_items)
+        idx, vals = self.ann.topk(uvec_n, exclude, k)
+        short = np.flatnonzero((idx < 0).any(axis=1))
+        if short.size:
+            with torch.inference_mode():
+                sc = uvec[torch.from_numpy(short).to(self.device)] @ self.item_vecs.T + self.item_bias
+                bi, bv = self.topk(sc, [exclude[r] for r in short], k)
+            idx[short], vals[short] = bi, bv
+        return uvec_n, idx, vals
+
     def outputs(self, users: Sequence[tuple[str, UserState]], *, k: int,
                 source_event_ts: Sequence[float | None] | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Profile and recommendation records (the output contracts) for each (user_id, state)."""
@@ -382,7 +412,9 @@ class ProfileModel:
         now = time.time()
         Hn = np.stack([s.h for _, s in users])
         exclude = [s.recent["item"] for _, s in users]
-        if self._use_numpy(len(users)):
+        if self.ann is not None:
+            uvec_n, idx, vals = self._ann_topk(Hn, exclude, k)
+        elif self._use_numpy(len(users)):
             uvec_n, idx, vals = self._scores_topk_numpy(Hn, exclude, k)
         else:
             with torch.inference_mode():

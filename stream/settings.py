@@ -44,6 +44,11 @@ class Settings:
     web_bind: str = _env("PROFILESTREAM_WEB_BIND", "address the worker web server binds (0.0.0.0 in containers)",
                          default="127.0.0.1")
     top_k: int = _env("PROFILESTREAM_TOP_K", "recommendations per user", default=10)
+    ann_min_items: int = _env("PROFILESTREAM_ANN_MIN_ITEMS",
+                              "catalogues this big rank through a faiss IVF index (approximate); 0 = never",
+                              default=100_000)
+    ann_nprobe: int = _env("PROFILESTREAM_ANN_NPROBE", "IVF lists searched per query (more = better recall, slower)",
+                           default=16)
     batch_size: int = _env("PROFILESTREAM_BATCH_SIZE", "max events per micro-batch; 1 = strictly per event",
                            default=256)
     batch_window_ms: float = _env("PROFILESTREAM_BATCH_WINDOW_MS", "max wait to fill a micro-batch", default=5.0)
@@ -82,6 +87,8 @@ class Settings:
             raise ConfigError("batch_size must be >= 1 (1 = no micro-batching)")
         if self.top_k < 1:
             raise ConfigError("top_k must be >= 1")
+        if self.ann_min_items < 0 or self.ann_nprobe < 1:
+            raise ConfigError("ann_min_items must be >= 0 (0 = never) and ann_nprobe >= 1")
         if self.security_protocol.upper() not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise ConfigError(f"unknown security protocol {self.security_protocol!r}")
 

@@ -56,11 +56,24 @@ def run_worker(settings: Settings) -> None:
     wait_reachable(settings, timeout=15.0)
     ensure_topics(settings)
     model = ProfileModel.load(settings.artifact_path, device=settings.device)
+    notes = []
+    if settings.ann_min_items and model.n_items >= settings.ann_min_items:
+        index = model.enable_ann(settings.ann_nprobe)  # built with every core, then searched with the step's budget
+        import faiss
+
+        faiss.omp_set_num_threads(settings.torch_threads)
+        notes.append(f"{model.n_items} items ≥ PROFILESTREAM_ANN_MIN_ITEMS: top-K through a faiss IVF index "
+                     f"({index.nlist} lists, {index.nprobe} searched per query), built in {index.build_seconds:.1f} s")
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, model)
-    logging.getLogger("profilestream").info(
-        "worker %s: model %s (%d items), batch %d/%.1f ms, topics %s*, web :%d",
-        settings.app_id, model.model_version, model.n_items, settings.batch_size, settings.batch_window_ms,
-        settings.topic_prefix, settings.web_port)
+    notes.insert(0, f"worker {settings.app_id}: model {model.model_version} ({model.n_items} items), batch "
+                    f"{settings.batch_size}/{settings.batch_window_ms:.1f} ms, topics {settings.topic_prefix}*, "
+                    f"web :{settings.web_port}")
+
+    @app.task
+    async def announce() -> None:  # runs once the worker has set up logging (before that, INFO goes nowhere)
+        for note in notes:
+            logging.getLogger("profilestream").info("%s", note)
+
     worker = _worker_class()(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
