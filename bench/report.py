@@ -115,6 +115,7 @@ def _plots(res: dict[str, Any], out: Path) -> list[str]:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("micro-batch size (events)")
         ax.set_ylabel("events/s, one worker")
+        ax.set_ylim(bottom=0)  # from zero: the differences between batch sizes are not magnified
         ax.set_title("Full pipeline throughput vs micro-batch size")
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
