@@ -76,20 +76,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Seconds `replay` and `tail` wait for the broker before they say it is not reachable.
+REACHABLE_TIMEOUT_S = 5.0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    from .broker import wait_reachable
     from .replay import replay
 
     s = _settings(args)
+    wait_reachable(s, timeout=REACHABLE_TIMEOUT_S)  # one clear error instead of client retries and a traceback
     n = replay(s, args.dataset, rate=args.rate, limit=args.limit, users=args.users)
     print(f"sent {n} events to {s.topic('events.raw')}")
     return 0
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    from .broker import wait_reachable
     from .consume import TopicReader
     from .topics import topic_names
 
     s = _settings(args)
+    wait_reachable(s, timeout=REACHABLE_TIMEOUT_S)
     names = topic_names(s)
     topic = {"profiles": names.profiles, "recommendations": names.recommendations, "dlq": names.dlq,
              "events": names.events, "raw": names.raw}[args.topic]

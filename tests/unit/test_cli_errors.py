@@ -1,0 +1,24 @@
+"""A command that needs Kafka, run while no broker listens, ends with one line that names the
+cause and the fix: no traceback, no page of client connection errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from stream.process import free_port
+
+
+@pytest.mark.parametrize("argv", [["tail", "dlq", "--n", "1"], ["replay", "--limit", "5"]])
+def test_command_without_broker_names_the_cause_and_the_fix(argv: list[str], tmp_path) -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    proc = subprocess.run([sys.executable, "-m", "stream", *argv, "--bootstrap-servers", bootstrap,
+                           "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith(f"error: Kafka not reachable at {bootstrap}"), lines[-5:]
+    assert "profilestream broker up" in lines[-1]
+    assert "Traceback" not in proc.stderr
+    assert len(lines) <= 3, lines[:10]  # not one librdkafka line per reconnect attempt
