@@ -182,15 +182,17 @@ def _exact_topk(q: np.ndarray, V: np.ndarray, k: int) -> np.ndarray:
 
 def bench_ann(sizes: list[int], *, dim: int, batches: list[int], k: int = 10, nprobes: tuple[int, ...] = (4, 16, 64),
               seconds: float = 0.5, centers: np.ndarray | None = None, n_queries: int = 256) -> list[dict[str, Any]]:
-    """Top-K by maximum inner product through a faiss IVF-Flat index (nlist = √n, k-means on
-    up to 64·nlist items, built with all threads), searched on 1 thread: µs per query next to
-    brute force, and recall@10 against the exact top 10 over `n_queries` queries. Queries are drawn
-    like the items. Returns no rows when faiss-cpu is not installed."""
+    """Top-K through the stream's ANN index (`model.ann.AnnIndex`: faiss IVF-Flat, nlist = √n,
+    built with all threads; zero item bias), searched on 1 thread as `AnnIndex.topk` (what the
+    worker calls, masking included, with nothing to mask): µs per query next to brute force, and
+    recall@10 against the exact top 10 over `n_queries` queries. Queries are drawn like the items.
+    Returns no rows when faiss-cpu is not installed."""
     try:
         import faiss
     except ImportError:
         print("  (faiss-cpu not installed: ANN top-K rows skipped)", file=sys.stderr)
         return []
+    from model.ann import AnnIndex
     rows = []
     data = "gaussian" if centers is None else "clustered (real item vectors + noise)"
     rng = np.random.default_rng(1)
@@ -198,24 +200,21 @@ def bench_ann(sizes: list[int], *, dim: int, batches: list[int], k: int = 10, np
         V = _catalogue(n, dim, rng, centers)
         Q = _catalogue(n_queries, dim, rng, centers)
         exact = _exact_topk(Q, V, k)
-        nlist = int(round(math.sqrt(n)))
         faiss.omp_set_num_threads(os.cpu_count() or 1)
-        t0 = time.perf_counter()
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(V[rng.choice(n, size=min(n, 64 * nlist), replace=False)])
-        index.add(V)
-        build_s = time.perf_counter() - t0
+        index = AnnIndex.build(V, np.zeros(n, np.float32))
         faiss.omp_set_num_threads(1)
+        no_mask = [np.zeros(0, np.int64)] * n_queries
         for nprobe in nprobes:
-            index.nprobe = nprobe
-            _, found = index.search(Q, k)
+            index.set_nprobe(nprobe)
+            found, _ = index.topk(Q, no_mask, k)
             recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(found, exact)]))
             for batch in batches:
-                q = Q[:batch]
-                times = _time_per_item(lambda: index.search(q, k), per=batch, seconds=seconds, warmup=3, min_repeats=3)
+                q, mask = Q[:batch], no_mask[:batch]
+                times = _time_per_item(lambda: index.topk(q, mask, k), per=batch, seconds=seconds, warmup=3,
+                                       min_repeats=3)
                 rows.append({"items": n, "batch": batch, "device": "cpu", "data": data,
-                             "method": f"faiss IVF{nlist},Flat nprobe {nprobe}", "recall_at_10": recall,
-                             "build_s": build_s, **_pcts(times)})
+                             "method": f"faiss IVF{index.nlist},Flat nprobe {index.nprobe}", "recall_at_10": recall,
+                             "build_s": index.build_seconds, **_pcts(times)})
                 print(f"  ANN    {n:>8} items batch {batch:>4} {data[:9]} nprobe {nprobe:>3}: "
                       f"{rows[-1]['p50_us']:10.1f} µs/query (p50), recall@10 {recall:.3f}", file=sys.stderr)
     return rows

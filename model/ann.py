@@ -52,8 +52,13 @@ class AnnIndex:
         sample = np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False)
         index.train(X[np.sort(sample)])
         index.add(X)
-        index.nprobe = min(nprobe, nlist)
-        return cls(index, nlist, index.nprobe, time.perf_counter() - t0)
+        out = cls(index, nlist, nprobe, time.perf_counter() - t0)
+        out.set_nprobe(nprobe)
+        return out
+
+    def set_nprobe(self, nprobe: int) -> None:
+        self.nprobe = min(nprobe, self.nlist)
+        self.index.nprobe = self.nprobe  # type: ignore[attr-defined]
 
     def topk(self, uvec: np.ndarray, exclude: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) item indices and scores for (B, D) user vectors, never an index listed in
