@@ -23,7 +23,7 @@ __all__ = ["AnnIndex", "DEFAULT_ANN_NPROBE", "DEFAULT_ANN_MIN_ITEMS"]
 #: fast: 1,682 items take ≈ 25 µs per query on one core).
 DEFAULT_ANN_MIN_ITEMS = 100_000
 #: Lists searched per query. At 1M items grown from ML-100k's item vectors: recall@10 ≈ 0.99 at
-#: ≈ 120× the brute-force speed (bench/README.md).
+#: ≈ 85× the brute-force speed on 2 cores (bench/README.md).
 DEFAULT_ANN_NPROBE = 16
 
 
