@@ -92,7 +92,8 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
                        description="Benchmarks of the model step and of the stream, with floors in the same run.")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="ACTION")
     r = bsub.add_parser("run", help="run the bench suite and write a report",
-                        description="Microbenchmarks (CPU; GPU when CUDA is present), end-to-end latency of the "
+                        description="Microbenchmarks (model step; brute-force and faiss-IVF top-K over 1.7k, 100k and 1M items; "
+                                    "CPU, and GPU when CUDA is present), end-to-end latency of the "
                                     "transport floor, the Faust echo floor and the full pipeline (micro-batching off "
                                     "and on) at each --rates value, max burst throughput, sustained throughput (the "
                                     "rate is raised until p99 passes --p99-bound-ms), throughput vs micro-batch size. "
