@@ -18,7 +18,7 @@ import torch
 
 from model import Pending, ProfileModel, pack_state, unpack_state, validate_event
 
-__all__ = ["bench_step", "bench_topk", "bench_ann", "bench_raw_step", "bench_numpy_step"]
+__all__ = ["bench_step", "bench_step_phases", "bench_topk", "bench_ann", "bench_raw_step", "bench_numpy_step"]
 
 
 def _pcts(ns: list[float]) -> dict[str, float]:
@@ -75,6 +75,44 @@ def bench_step(model: ProfileModel, batches: list[int], *, k: int = 10, seconds:
                      "repeats": len(times), **_pcts(times), "events_per_s": 1e9 / float(np.median(times))})
         print(f"  step   batch {batch:>5} {model.device.type}: {rows[-1]['p50_us']:9.2f} µs/event (p50)",
               file=sys.stderr)
+    return rows
+
+
+#: The phases of the full step, in the order the profile agent runs them.
+STEP_PHASES = ("unpack", "LSTM step + bookkeeping (apply)", "scores, top-K, tags, reasons, records (outputs)", "pack")
+
+
+def bench_step_phases(model: ProfileModel, batches: list[int], *, k: int = 10,
+                      repeats: int = 4000) -> list[dict[str, Any]]:
+    """Where the full step's time goes: p50 µs per event of each phase of `bench_step`'s loop
+    (state unpack, `apply`, `outputs`, pack), timed separately over the same iterations."""
+    rows = []
+    for batch in batches:
+        states = [pack_state(model.initial_state()) for _ in range(batch)]
+        evs = _events(model, batch, batch)
+        spent: list[list[float]] = [[] for _ in STEP_PHASES]
+        n = max(20, repeats // batch)
+        for it in range(n + 5):  # the first 5 are warm-up
+            t = [time.perf_counter_ns()]
+            st = [unpack_state(b) for b in states]
+            t.append(time.perf_counter_ns())
+            model.apply([(s, [e]) for s, e in zip(st, evs)])
+            t.append(time.perf_counter_ns())
+            model.outputs([(f"u{j}", s) for j, s in enumerate(st)], k=k)
+            t.append(time.perf_counter_ns())
+            for j, s in enumerate(st):
+                states[j] = pack_state(s)
+            t.append(time.perf_counter_ns())
+            if it >= 5:
+                for p in range(len(STEP_PHASES)):
+                    spent[p].append((t[p + 1] - t[p]) / batch / 1e3)
+        p50 = [float(np.median(v)) for v in spent]
+        total = sum(p50)
+        for name, us in zip(STEP_PHASES, p50):
+            rows.append({"batch": batch, "device": model.device.type, "phase": name, "p50_us": us,
+                         "share": us / total})
+        print(f"  phases batch {batch:>5}: " + ", ".join(f"{name.split('(')[-1].rstrip(')')} {us:.0f} µs" for name, us in
+                                                          zip(STEP_PHASES, p50)), file=sys.stderr)
     return rows
 
 
@@ -231,6 +269,7 @@ def run_micro(artifact: Path, *, smoke: bool) -> dict[str, Any]:
     cpu = ProfileModel.load(artifact, device="cpu")
     print("model-step microbenchmarks (CPU, 1 torch thread):", file=sys.stderr)
     out["step"] += bench_step(cpu, batches, seconds=secs)
+    out["step_phases"] = bench_step_phases(cpu, [1, 64] if smoke else [1, 64, 512], repeats=400 if smoke else 4000)
     out["tensor_step"] += bench_raw_step(cpu, batches, seconds=secs)
     out["tensor_step"] += bench_numpy_step(cpu, batches, seconds=secs)
     sizes = [cpu.n_items, 100_000] if smoke else [cpu.n_items, 100_000, 1_000_000]

@@ -31,6 +31,10 @@ def write_markdown(res: dict[str, Any]) -> str:
                   "steps_text": ", ".join(f"{st['rate']:.0f} → {st['p99_ms']:.0f} {'✓' if st['held'] else '✗'}"
                                           if st["p99_ms"] is not None else f"{st['rate']:.0f} → — ✗"
                                           for st in r["steps"])} for r in res["sustained"]]
+    phases = [{**r, "pct": 100 * r["share"]} for r in res["micro"].get("step_phases", [])]
+    phases_part = ["", "Where the full step's time goes (CPU, p50 µs per event of each phase, timed separately):", "",
+                   _md_table(phases, [("batch", "batch", "d"), ("phase", "phase", ""), ("p50 µs", "p50_us", ".1f"),
+                                      ("share %", "pct", ".0f")])] if phases else []
     parts = [f"# profilestream bench — {res['started_at']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; torch {m['libraries']['torch']}, "
              f"faust-streaming {m['libraries']['faust-streaming']}.  ", f"Command: `{res['command']}`", ""]
@@ -57,6 +61,7 @@ def write_markdown(res: dict[str, Any]) -> str:
               "", "## Model step (per event)", "",
               _md_table(res["micro"]["step"], [("batch", "batch", "d"), ("device", "device", ""), ("p50 µs", "p50_us", ".2f"),
                                                ("p99 µs", "p99_us", ".2f"), ("events/s", "events_per_s", ".0f")]),
+              *phases_part,
               "", "Tensor math only (LSTM step + scores + top-K on resident tensors):", "",
               _md_table(res["micro"]["tensor_step"], [("batch", "batch", "d"), ("device", "device", ""),
                                                       ("p50 µs", "p50_us", ".3f"), ("events/s", "events_per_s", ".0f")]),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.micro import STEP_PHASES
 from bench.report import RESULTS_SCHEMA_KEYS
 from bench.run import run_bench
 from stream import Settings
@@ -24,10 +25,15 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     assert {r["batch"] for r in res["micro"]["step"]} == {1, 8, 64}
     assert all(r["p50_us"] > 0 for r in res["micro"]["step"] + res["micro"]["tensor_step"] + res["micro"]["topk"])
     assert res["micro"]["gpu"] or "CUDA not available" in res["micro"]["gpu_note"]
+    phases = res["micro"]["step_phases"]  # where the step's time goes: four phases per batch size
+    assert {(r["batch"], r["phase"]) for r in phases} == {(b, p) for b in (1, 64) for p in STEP_PHASES}
+    for b in (1, 64):
+        assert abs(sum(r["share"] for r in phases if r["batch"] == b) - 1.0) < 1e-6
     ann = res["micro"]["ann"]  # faiss IVF top-K on the 100k catalogue, beside brute force
     assert {r["items"] for r in ann} == {100_000} and {r["batch"] for r in ann} == {1, 64}
     assert all(0.0 <= r["recall_at_10"] <= 1.0 and r["p50_us"] > 0 for r in ann)
-    assert "## Top-K through an ANN index" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "## Top-K through an ANN index" in report and "Where the full step's time goes" in report
     pipelines = {r["pipeline"] for r in res["latency"]}
     assert {"transport floor", "pipeline batch=64"} <= pipelines
     for row in res["latency"]:
