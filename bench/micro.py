@@ -56,21 +56,33 @@ def _events(model: ProfileModel, batch: int, seed: int) -> list[Pending]:
     return out
 
 
+#: The phases of the full step, in the order the profile agent runs them.
+STEP_PHASES = ("unpack", "LSTM step + bookkeeping (apply)", "scores, top-K, tags, reasons, records (outputs)", "pack")
+
+
+def _full_step(model: ProfileModel, states: list[bytes], evs: list[Pending], k: int) -> list[int]:
+    """One full step as the profile agent runs it, without Kafka, over packed `states` (replaced
+    in place by the new ones). Returns the clock (ns) before and after each of `STEP_PHASES`."""
+    t = [time.perf_counter_ns()]
+    st = [unpack_state(b) for b in states]
+    t.append(time.perf_counter_ns())
+    model.apply([(s, [e]) for s, e in zip(st, evs)])
+    t.append(time.perf_counter_ns())
+    model.outputs([(f"u{j}", s) for j, s in enumerate(st)], k=k)
+    t.append(time.perf_counter_ns())
+    for j, s in enumerate(st):
+        states[j] = pack_state(s)
+    t.append(time.perf_counter_ns())
+    return t
+
+
 def bench_step(model: ProfileModel, batches: list[int], *, k: int = 10, seconds: float = 1.0) -> list[dict[str, Any]]:
     """The full per-batch streaming step as the profile agent runs it, without Kafka."""
     rows = []
     for batch in batches:
         states = [pack_state(model.initial_state()) for _ in range(batch)]
         evs = _events(model, batch, batch)
-
-        def once() -> None:
-            st = [unpack_state(b) for b in states]
-            model.apply([(s, [e]) for s, e in zip(st, evs)])
-            model.outputs([(f"u{j}", s) for j, s in enumerate(st)], k=k)
-            for j, s in enumerate(st):
-                states[j] = pack_state(s)
-
-        times = _time_per_item(once, per=batch, seconds=seconds, warmup=3, cuda=model.device.type == "cuda")
+        times = _time_per_item(lambda: _full_step(model, states, evs, k), per=batch, seconds=seconds, warmup=3, cuda=model.device.type == "cuda")
         rows.append({"batch": batch, "device": model.device.type, "what": "full step (unpack→LSTM→top-K→outputs→pack)",
                      "repeats": len(times), **_pcts(times), "events_per_s": 1e9 / float(np.median(times))})
         print(f"  step   batch {batch:>5} {model.device.type}: {rows[-1]['p50_us']:9.2f} µs/event (p50)",
@@ -78,14 +90,10 @@ def bench_step(model: ProfileModel, batches: list[int], *, k: int = 10, seconds:
     return rows
 
 
-#: The phases of the full step, in the order the profile agent runs them.
-STEP_PHASES = ("unpack", "LSTM step + bookkeeping (apply)", "scores, top-K, tags, reasons, records (outputs)", "pack")
-
-
 def bench_step_phases(model: ProfileModel, batches: list[int], *, k: int = 10,
                       repeats: int = 4000) -> list[dict[str, Any]]:
-    """Where the full step's time goes: p50 µs per event of each phase of `bench_step`'s loop
-    (state unpack, `apply`, `outputs`, pack), timed separately over the same iterations."""
+    """Where the full step's time goes: p50 µs per event of each phase of `_full_step` (state
+    unpack, `apply`, `outputs`, pack), timed separately over the same iterations."""
     rows = []
     for batch in batches:
         states = [pack_state(model.initial_state()) for _ in range(batch)]
@@ -93,16 +101,7 @@ def bench_step_phases(model: ProfileModel, batches: list[int], *, k: int = 10,
         spent: list[list[float]] = [[] for _ in STEP_PHASES]
         n = max(20, repeats // batch)
         for it in range(n + 5):  # the first 5 are warm-up
-            t = [time.perf_counter_ns()]
-            st = [unpack_state(b) for b in states]
-            t.append(time.perf_counter_ns())
-            model.apply([(s, [e]) for s, e in zip(st, evs)])
-            t.append(time.perf_counter_ns())
-            model.outputs([(f"u{j}", s) for j, s in enumerate(st)], k=k)
-            t.append(time.perf_counter_ns())
-            for j, s in enumerate(st):
-                states[j] = pack_state(s)
-            t.append(time.perf_counter_ns())
+            t = _full_step(model, states, evs, k)
             if it >= 5:
                 for p in range(len(STEP_PHASES)):
                     spent[p].append((t[p + 1] - t[p]) / batch / 1e3)
