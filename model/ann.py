@@ -6,18 +6,29 @@ vectors returns the same ranking as brute force, except for the items it does no
 `nprobe` of the `nlist = √n` lists are searched per query. The bench (`bench/micro.py`,
 `bench_ann`) measures the speed-up and recall@10 at 100k and 1M items; bench/README.md has the
 numbers. faiss-cpu is imported only when an index is built.
+
+Building takes seconds at 1M items (≈ 3–4 s on 2 cores), so a worker passes a cache directory:
+the index is stored there under a hash of exactly what it was built from (the augmented item
+matrix, nlist, the training sample's seed and size, the faiss version) and loaded on the next
+start. A cached file that cannot be read, or does not match, is rebuilt and replaced.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 __all__ = ["AnnIndex", "DEFAULT_ANN_NPROBE", "DEFAULT_ANN_MIN_ITEMS"]
+
+log = logging.getLogger("profilestream.ann")
 
 #: Catalogues with at least this many items use the index in the stream (below, brute force is
 #: fast: 1,682 items take ≈ 25 µs per query on one core).
@@ -34,11 +45,17 @@ class AnnIndex:
     nprobe: int
     build_seconds: float
 
+    #: where the index came from: "built", "loaded from the cache" (`cache_dir`) or "built and cached"
+    source: str = "built"
+    #: the cache file, when a cache directory was given
+    cache_path: Path | None = None
+
     @classmethod
     def build(cls, item_vecs: np.ndarray, item_bias: np.ndarray, *, nprobe: int = DEFAULT_ANN_NPROBE,
-              seed: int = 0) -> "AnnIndex":
+              seed: int = 0, cache_dir: Path | None = None) -> "AnnIndex":
         """Index (N, D) item vectors and (N,) biases. Training uses up to 64 items per list,
-        drawn with `seed`, so one artifact always gives the same index."""
+        drawn with `seed`, so one artifact always gives the same index. With `cache_dir`, an
+        index built before from the same inputs is loaded instead, and a new one is saved."""
         try:
             import faiss
         except ImportError as exc:  # pragma: no cover - faiss-cpu is a declared dependency
@@ -47,14 +64,63 @@ class AnnIndex:
         X = np.ascontiguousarray(np.hstack([item_vecs, item_bias[:, None]]), dtype=np.float32)
         n, d = X.shape
         nlist = max(1, int(round(math.sqrt(n))))
+        n_train = min(n, 64 * nlist)
+        path = None
+        if cache_dir is not None:
+            h = hashlib.blake2b(X.tobytes(), digest_size=16)
+            h.update(f"{n}x{d} nlist={nlist} seed={seed} train={n_train} faiss={faiss.__version__}".encode())
+            path = Path(cache_dir) / f"ivf{nlist}-{h.hexdigest()}.faiss"
+            index = cls._read(path, n, d, nlist)
+            if index is not None:
+                out = cls(index, nlist, nprobe, time.perf_counter() - t0, "loaded from the cache", path)
+                out.set_nprobe(nprobe)
+                return out
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
-        sample = np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False)
+        sample = np.random.default_rng(seed).choice(n, size=n_train, replace=False)
         index.train(X[np.sort(sample)])
         index.add(X)
-        out = cls(index, nlist, nprobe, time.perf_counter() - t0)
+        source = "built"
+        if path is not None and cls._write(index, path):
+            source = "built and cached"
+        out = cls(index, nlist, nprobe, time.perf_counter() - t0, source, path)
         out.set_nprobe(nprobe)
         return out
+
+    @staticmethod
+    def _read(path: Path, n: int, d: int, nlist: int) -> object | None:
+        import faiss
+
+        if not path.is_file():
+            return None
+        try:
+            index = faiss.read_index(str(path))
+        except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError with its C++ message
+            log.warning("ANN index cache %s is unreadable (%s): rebuilding it", path, str(exc).splitlines()[0][:200])
+            return None
+        got = (getattr(index, "ntotal", None), getattr(index, "d", None), getattr(index, "nlist", None))
+        if got != (n, d, nlist):
+            log.warning("ANN index cache %s holds %s (items, dim, lists), expected %s: rebuilding it", path, got,
+                        (n, d, nlist))
+            return None
+        return index
+
+    @staticmethod
+    def _write(index: object, path: Path) -> bool:
+        """Save atomically (a reader never sees half a file); a cache that cannot be written only
+        costs the next start a rebuild."""
+        import faiss
+
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            faiss.write_index(index, str(tmp))
+            os.replace(tmp, path)
+            return True
+        except (OSError, RuntimeError) as exc:
+            log.warning("could not cache the ANN index at %s (%s): the next start builds it again", path, exc)
+            tmp.unlink(missing_ok=True)
+            return False
 
     def set_nprobe(self, nprobe: int) -> None:
         self.nprobe = min(nprobe, self.nlist)

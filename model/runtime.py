@@ -158,13 +158,14 @@ class ProfileModel:
     def load(cls, path: Path | str, *, device: str = "cpu") -> "ProfileModel":
         return cls(load_artifact(path), device=device)
 
-    def enable_ann(self, nprobe: int = DEFAULT_ANN_NPROBE) -> AnnIndex:
+    def enable_ann(self, nprobe: int = DEFAULT_ANN_NPROBE, *, cache_dir: Path | None = None) -> AnnIndex:
         """Build a faiss IVF index over the item vectors (model/ann.py) and rank recommendations
         through it from now on. Approximate: an item in a list the query does not visit is missed.
         The same artifact and `nprobe` always give the same index, so `recommend()` on a model with
-        the index enabled gives what a worker with the same settings emits."""
+        the index enabled gives what a worker with the same settings emits. With `cache_dir`, an
+        index built before from the same item vectors is loaded from there (`AnnIndex.build`)."""
         self.ann = AnnIndex.build(self.item_vecs.detach().cpu().numpy(), self.item_bias.detach().cpu().numpy(),
-                                  nprobe=nprobe)
+                                  nprobe=nprobe, cache_dir=cache_dir)
         return self.ann
 
     @property

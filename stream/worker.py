@@ -58,12 +58,14 @@ def run_worker(settings: Settings) -> None:
     model = ProfileModel.load(settings.artifact_path, device=settings.device)
     notes = []
     if settings.ann_min_items and model.n_items >= settings.ann_min_items:
-        index = model.enable_ann(settings.ann_nprobe)  # built with every core, then searched with the step's budget
+        # built with every core (or loaded from the cache), then searched with the step's thread budget
+        index = model.enable_ann(settings.ann_nprobe, cache_dir=settings.cache_dir / "ann")
         import faiss
 
         faiss.omp_set_num_threads(settings.torch_threads)
         notes.append(f"{model.n_items} items ≥ PROFILESTREAM_ANN_MIN_ITEMS: top-K through a faiss IVF index "
-                     f"({index.nlist} lists, {index.nprobe} searched per query), built in {index.build_seconds:.1f} s")
+                     f"({index.nlist} lists, {index.nprobe} searched per query), {index.source} in {index.build_seconds:.1f} s "
+                     f"({index.cache_path})")
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, model)
     notes.insert(0, f"worker {settings.app_id}: model {model.model_version} ({model.n_items} items), batch "

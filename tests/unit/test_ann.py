@@ -52,3 +52,29 @@ def test_partial_ann_never_recommends_history_and_fills_k(tmp_path: Path) -> Non
         seen = {m.item_ids[i] for i in state.recent["item"]}  # type: ignore[attr-defined]
         assert len(recs) == 10 and len(set(recs)) == 10
         assert not seen & set(recs)
+
+
+def test_index_cache_round_trip_and_rebuild(tmp_path: Path) -> None:
+    art = make_artifact(tmp_path / "model", n_items=400)
+    cache = tmp_path / "ann-cache"
+    first, again, fresh = ProfileModel.load(art), ProfileModel.load(art), ProfileModel.load(art)
+    built = first.enable_ann(nprobe=2, cache_dir=cache)
+    assert built.source == "built and cached" and built.cache_path is not None and built.cache_path.is_file()
+    loaded = again.enable_ann(nprobe=2, cache_dir=cache)
+    assert loaded.source == "loaded from the cache" and loaded.cache_path == built.cache_path
+    fresh.enable_ann(nprobe=2)  # no cache: the reference
+    users = _users(first, 40)
+    assert _recs(again, users, 10) == _recs(fresh, users, 10) == _recs(first, users, 10)
+
+    # Other item vectors never hit this entry: the key covers the data, not only the shape.
+    other = ProfileModel.load(art)
+    other.item_vecs = other.item_vecs + 0.01
+    assert other.enable_ann(nprobe=2, cache_dir=cache).cache_path != built.cache_path
+
+    # A damaged file is rebuilt, replaced, and the results are those of a fresh build.
+    built.cache_path.write_bytes(built.cache_path.read_bytes()[:100])
+    damaged = ProfileModel.load(art)
+    rebuilt = damaged.enable_ann(nprobe=2, cache_dir=cache)
+    assert rebuilt.source == "built and cached"
+    assert _recs(damaged, users, 10) == _recs(fresh, users, 10)
+    assert ProfileModel.load(art).enable_ann(nprobe=2, cache_dir=cache).source == "loaded from the cache"
