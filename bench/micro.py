@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -223,7 +224,8 @@ def bench_ann(sizes: list[int], *, dim: int, batches: list[int], k: int = 10, np
     built with all threads; zero item bias), searched on 1 thread as `AnnIndex.topk` (what the
     worker calls, masking included, with nothing to mask): µs per query next to brute force, and
     recall@10 against the exact top 10 over `n_queries` queries. Queries are drawn like the items.
-    Returns no rows when faiss-cpu is not installed."""
+    `build_s` is the build that also writes the worker's index cache, `load_s` the next start's
+    load from it (in a temporary directory). Returns no rows when faiss-cpu is not installed."""
     try:
         import faiss
     except ImportError:
@@ -238,7 +240,9 @@ def bench_ann(sizes: list[int], *, dim: int, batches: list[int], k: int = 10, np
         Q = _catalogue(n_queries, dim, rng, centers)
         exact = _exact_topk(Q, V, k)
         faiss.omp_set_num_threads(os.cpu_count() or 1)
-        index = AnnIndex.build(V, np.zeros(n, np.float32))
+        with tempfile.TemporaryDirectory() as cache:
+            index = AnnIndex.build(V, np.zeros(n, np.float32), cache_dir=Path(cache))
+            load_s = AnnIndex.build(V, np.zeros(n, np.float32), cache_dir=Path(cache)).build_seconds
         faiss.omp_set_num_threads(1)
         no_mask = [np.zeros(0, np.int64)] * n_queries
         for nprobe in nprobes:
@@ -251,7 +255,7 @@ def bench_ann(sizes: list[int], *, dim: int, batches: list[int], k: int = 10, np
                                        min_repeats=3)
                 rows.append({"items": n, "batch": batch, "device": "cpu", "data": data,
                              "method": f"faiss IVF{index.nlist},Flat nprobe {index.nprobe}", "recall_at_10": recall,
-                             "build_s": index.build_seconds, **_pcts(times)})
+                             "build_s": index.build_seconds, "load_s": load_s, **_pcts(times)})
                 print(f"  ANN    {n:>8} items batch {batch:>4} {data[:9]} nprobe {nprobe:>3}: "
                       f"{rows[-1]['p50_us']:10.1f} µs/query (p50), recall@10 {recall:.3f}", file=sys.stderr)
     return rows

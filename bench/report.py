@@ -76,10 +76,11 @@ def write_markdown(res: dict[str, Any]) -> str:
                   _md_table(ann, [("items", "items", "d"), ("catalogue", "data", ""), ("index", "method", ""),
                                   ("batch", "batch", "d"), ("p50 µs/query", "p50_us", ".1f"),
                                   ("× brute force", "speedup", ".1f"), ("recall@10", "recall_at_10", ".3f"),
-                                  ("build s", "build_s", ".1f")]),
+                                  ("build s", "build_s", ".1f"), ("cached load s", "load_s", ".2f")]),
                   "", "recall@10: share of the exact top 10 (brute force) that the index returns, over 256 queries "
                   "drawn like the items. × brute force: the brute-force row above with the same items and batch, "
-                  "same run."]
+                  "same run. build s: build and write the worker's index cache; cached load s: a later worker "
+                  "start loading it (PROFILESTREAM_CACHE_DIR/ann)."]
     elif "ann" in res["micro"]:
         parts += ["", "_faiss-cpu is not installed: no ANN top-K rows._"]
     if res["micro"].get("gpu_note"):

@@ -36,7 +36,8 @@ class Settings:
                                    default=1)
     state_dir: Path = _env("PROFILESTREAM_STATE_DIR", "local broker data, worker RocksDB state, logs",
                            default=Path(".profilestream"))
-    cache_dir: Path = _env("PROFILESTREAM_CACHE_DIR", "downloaded datasets, Kafka jars, text-feature cache",
+    cache_dir: Path = _env("PROFILESTREAM_CACHE_DIR",
+                           "downloaded datasets, Kafka jars, text-feature cache, ANN index cache",
                            default_factory=_default_cache)
     artifact: Path | None = _env("PROFILESTREAM_ARTIFACT", "model artifact directory (default STATE_DIR/model)",
                                  default=None)

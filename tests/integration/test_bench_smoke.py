@@ -31,7 +31,7 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
         assert abs(sum(r["share"] for r in phases if r["batch"] == b) - 1.0) < 1e-6
     ann = res["micro"]["ann"]  # faiss IVF top-K on the 100k catalogue, beside brute force
     assert {r["items"] for r in ann} == {100_000} and {r["batch"] for r in ann} == {1, 64}
-    assert all(0.0 <= r["recall_at_10"] <= 1.0 and r["p50_us"] > 0 for r in ann)
+    assert all(0.0 <= r["recall_at_10"] <= 1.0 and r["p50_us"] > 0 and 0 < r["load_s"] for r in ann)
     report = (out / "results.md").read_text()
     assert "## Top-K through an ANN index" in report and "Where the full step's time goes" in report
     pipelines = {r["pipeline"] for r in res["latency"]}
