@@ -136,7 +136,7 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="max epochs (default 40; early stopping on valid NDCG@10)")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget (default 5)")
     p.add_argument("--max-users", type=int, help="train on the first N users only")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="torch/numpy seed (default 1: the best validation NDCG@10 of seeds 0-4)")
     p.add_argument("--reducer", choices=["pca", "autoencoder"], help="text-feature reducer (default pca)")
     p.add_argument("--hidden", type=int, help="LSTM width (default 128)")
     p.add_argument("--item-dim", type=int, help="item/user vector width (default 64)")

@@ -42,7 +42,9 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     weight_decay: float = 0.0
     patience: int = 10
-    seed: int = 0
+    # Chosen like every other setting, on validation: of seeds 0–4 of this configuration, seed 1
+    # had the best validation NDCG@10 (README "Seeds"; the test spread across seeds is there too).
+    seed: int = 1
     item_dim: int = 64
     hidden: int = 128
     text_dim: int = 64
