@@ -20,8 +20,12 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         rates, seconds, batches = [200.0], 2.0, [64]
     else:
         rates, seconds, batches = args.rates, args.seconds, args.batches
-    run_bench(s, args.out, smoke=args.smoke, rates=rates, seconds=seconds, batches=batches, argv=sys.argv[1:],
-              p99_bound_ms=args.p99_bound_ms, ramp_seconds=args.ramp_seconds)
+    res = run_bench(s, args.out, smoke=args.smoke, rates=rates, seconds=seconds, batches=batches, argv=sys.argv[1:],
+                    p99_bound_ms=args.p99_bound_ms, ramp_seconds=args.ramp_seconds)
+    if res["micro"].get("gpu_error"):
+        print(f"error: the GPU microbenchmarks failed ({res['micro']['gpu_error']}); the report in {args.out} has "
+              "every CPU row and says so. Check `nvidia-smi` and the traceback above.", file=sys.stderr)
+        return 1
     return 0
 
 

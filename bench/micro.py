@@ -283,15 +283,33 @@ def run_micro(artifact: Path, *, smoke: bool) -> dict[str, Any]:
                            nprobes=(16,) if smoke else (4, 16, 64))
     if not smoke:
         out["ann"] += bench_ann(big, dim=cpu.config.item_dim, batches=[1, 64], seconds=secs / 2, centers=item_vectors)
-    if torch.cuda.is_available():
+    run_gpu_micro(artifact, out, batches=batches, sizes=sizes, secs=secs, smoke=smoke)
+    return out
+
+
+def run_gpu_micro(artifact: Path, out: dict[str, Any], *, batches: list[int], sizes: list[int], secs: float,
+                  smoke: bool) -> None:
+    """The CUDA rows, added to `out` in place. A failure on the GPU (driver, out of memory, a
+    CUDA-graph capture error) must not throw away the CPU rows measured before it: it is recorded
+    as `gpu_error` (the rows measured before it stay), printed with its traceback, and
+    `profilestream bench run` exits non-zero after writing the report."""
+    if not torch.cuda.is_available():
+        out["gpu_note"] = "CUDA not available on this machine: the GPU rows were not measured"
+        print("  (no CUDA device: GPU microbenchmarks skipped)", file=sys.stderr)
+        return
+    try:
         gpu = ProfileModel.load(artifact, device="cuda")
-        print("GPU:", torch.cuda.get_device_name(0), file=sys.stderr)
+        out["gpu"] = torch.cuda.get_device_name(0)
+        print("GPU:", out["gpu"], file=sys.stderr)
         out["step"] += bench_step(gpu, batches, seconds=secs)
         out["tensor_step"] += bench_raw_step(gpu, batches + ([65536] if not smoke else []), seconds=secs)
         out["tensor_step"] += bench_raw_step(gpu, [1, 512], seconds=secs, cuda_graphs=True)
         out["topk"] += bench_topk(sizes, dim=gpu.config.item_dim, batches=[1, 64], device="cuda", seconds=secs / 2)
-        out["gpu"] = torch.cuda.get_device_name(0)
-    else:
-        out["gpu_note"] = "CUDA not available on this machine: the GPU rows were not measured"
-        print("  (no CUDA device: GPU microbenchmarks skipped)", file=sys.stderr)
-    return out
+    except Exception as exc:  # noqa: BLE001 - reported in the results and by the exit status
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        out["gpu_error"] = f"{type(exc).__name__}: {first_line}"
+        out["gpu_note"] = f"the GPU microbenchmarks failed ({out['gpu_error']}); GPU rows before the failure are kept"
+        print(f"  GPU microbenchmarks FAILED: {out['gpu_error']}", file=sys.stderr)
