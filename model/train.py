@@ -149,16 +149,20 @@ def future_loss(logits: torch.Tensor, items: torch.Tensor, lengths: torch.Tensor
 
 
 def lstm_scores(net: ProfileLSTM, ds: Dataset, es: EvalSet, *, batch: int = 128) -> np.ndarray:
-    """(U, N) scores after each evaluated user's history (full-sequence pass, eval mode)."""
+    """(U, N) scores after each evaluated user's history (full-sequence pass, eval mode).
+    Users are batched by history length, as in training: in file order a batch of 128 pads to
+    its longest history, ≈ 6× the positions on ML-100k, and this pass ran every epoch."""
     net.eval()
     out = np.zeros((len(es.users), net.cfg.n_items), np.float32)
+    order = sorted(range(len(es.users)), key=lambda u: len(es.histories[u]))
     with torch.inference_mode():
-        for i in range(0, len(es.users), batch):
-            seqs = [_user_arrays(ds, h) for h in es.histories[i:i + batch]]
+        for i in range(0, len(order), batch):
+            rows = order[i:i + batch]
+            seqs = [_user_arrays(ds, es.histories[u]) for u in rows]
             items, types, vals, gaps, lengths = _pad(seqs)
             uvec, ivec = net(items, types, vals, gaps, lengths)
             last = uvec[torch.arange(len(seqs)), lengths - 1]  # (B, D)
-            out[i:i + len(seqs)] = net.score(last, ivec).numpy()
+            out[rows] = net.score(last, ivec).numpy()
     return out
 
 

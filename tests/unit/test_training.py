@@ -69,3 +69,28 @@ def test_future_loss_matches_its_definition_and_is_cross_entropy_at_window_1() -
     masked = logits.clone()
     masked[0, int(items[0, 3])] = -1e9
     assert float(future_loss(masked, items, lengths, valid_pos, 3, 0.5)) < 100.0
+
+
+def test_eval_scores_batched_by_length_match_one_user_at_a_time() -> None:
+    """lstm_scores batches users by history length (less padding) and must put each user's row
+    back in the evaluation set's order: compared with an unpadded pass per user."""
+    import torch
+
+    from model.data import chronological_split
+    from model.evaluate import build_eval_set
+    from model.lstm import ModelConfig, ProfileLSTM
+    from model.train import _pad, _subset, _user_arrays, lstm_scores
+
+    ds = _subset(load_ml100k(Settings.from_env().cache_dir), 60)
+    es = build_eval_set(ds, chronological_split(ds), "test")
+    lengths = [len(h) for h in es.histories]
+    assert lengths != sorted(lengths)  # the set's order is not length order: rows must be put back
+    torch.manual_seed(0)
+    net = ProfileLSTM(ModelConfig(n_items=len(ds.item_ids), n_cats=len(ds.category_names), text_dim=0,
+                                  use_text=False, hidden=32, item_dim=16), None)
+    got = lstm_scores(net, ds, es, batch=7)
+    with torch.inference_mode():
+        for u, hist in enumerate(es.histories):
+            items, types, vals, gaps, n = _pad([_user_arrays(ds, hist)])
+            uvec, ivec = net(items, types, vals, gaps, n)
+            np.testing.assert_allclose(got[u], net.score(uvec[0, -1], ivec).numpy(), rtol=1e-5, atol=1e-5)
