@@ -7,10 +7,11 @@ vectors returns the same ranking as brute force, except for the items it does no
 `bench_ann`) measures the speed-up and recall@10 at 100k and 1M items; bench/README.md has the
 numbers. faiss-cpu is imported only when an index is built.
 
-Building takes seconds at 1M items (≈ 3–4 s on 2 cores), so a worker passes a cache directory:
+Building takes seconds at 1M items (≈ 3–5.5 s on 2 cores), so a worker passes a cache directory:
 the index is stored there under a hash of exactly what it was built from (the augmented item
 matrix, nlist, the training sample's seed and size, the faiss version) and loaded on the next
-start. A cached file that cannot be read, or does not match, is rebuilt and replaced.
+start. A cached file that cannot be read, or does not match, is rebuilt and replaced; the
+`CACHE_KEEP` most recently used indexes are kept.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ DEFAULT_ANN_MIN_ITEMS = 100_000
 #: Lists searched per query. At 1M items grown from ML-100k's item vectors: recall@10 ≈ 0.99 at
 #: ≈ 85× the brute-force speed on 2 cores (bench/README.md).
 DEFAULT_ANN_NPROBE = 16
+#: Indexes kept in a cache directory (the most recently used): a rolled-back model still starts fast.
+CACHE_KEEP = 3
 
 
 @dataclass
@@ -65,24 +68,22 @@ class AnnIndex:
         n, d = X.shape
         nlist = max(1, int(round(math.sqrt(n))))
         n_train = min(n, 64 * nlist)
-        path = None
+        index, source, path = None, "built", None
         if cache_dir is not None:
             h = hashlib.sha256(memoryview(X).cast("B"))  # no copy; SHA extensions: ≈ 0.2 s per 1M × 65 floats
             h.update(f"{n}x{d} nlist={nlist} seed={seed} train={n_train} faiss={faiss.__version__}".encode())
             path = Path(cache_dir) / f"ivf{nlist}-{h.hexdigest()[:32]}.faiss"
             index = cls._read(path, n, d, nlist)
             if index is not None:
-                out = cls(index, nlist, nprobe, time.perf_counter() - t0, "loaded from the cache", path)
-                out.set_nprobe(nprobe)
-                return out
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        sample = np.random.default_rng(seed).choice(n, size=n_train, replace=False)
-        index.train(X[np.sort(sample)])
-        index.add(X)
-        source = "built"
-        if path is not None and cls._write(index, path):
-            source = "built and cached"
+                source = "loaded from the cache"
+        if index is None:
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = seed
+            sample = np.random.default_rng(seed).choice(n, size=n_train, replace=False)
+            index.train(X[np.sort(sample)])
+            index.add(X)
+            if path is not None and cls._write(index, path):
+                source = "built and cached"
         out = cls(index, nlist, nprobe, time.perf_counter() - t0, source, path)
         out.set_nprobe(nprobe)
         return out
@@ -103,12 +104,17 @@ class AnnIndex:
             log.warning("ANN index cache %s holds %s (items, dim, lists), expected %s: rebuilding it", path, got,
                         (n, d, nlist))
             return None
+        try:
+            os.utime(path)  # recently used: pruning keeps it
+        except OSError:
+            pass
         return index
 
     @staticmethod
     def _write(index: object, path: Path) -> bool:
-        """Save atomically (a reader never sees half a file); a cache that cannot be written only
-        costs the next start a rebuild."""
+        """Save atomically (a reader never sees half a file), then drop all but the
+        `CACHE_KEEP` most recently used indexes (each model version adds one; 256 MiB at 1M
+        items). A cache that cannot be written only costs the next start a rebuild."""
         import faiss
 
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -116,11 +122,18 @@ class AnnIndex:
             path.parent.mkdir(parents=True, exist_ok=True)
             faiss.write_index(index, str(tmp))
             os.replace(tmp, path)
-            return True
         except (OSError, RuntimeError) as exc:
             log.warning("could not cache the ANN index at %s (%s): the next start builds it again", path, exc)
             tmp.unlink(missing_ok=True)
             return False
+        try:
+            cached = sorted(path.parent.glob("ivf*.faiss"), key=lambda f: f.stat().st_mtime, reverse=True)
+            for old in cached[CACHE_KEEP:]:
+                old.unlink()
+                log.info("ANN index cache: removed the least recently used %s", old)
+        except OSError as exc:  # another worker pruning at the same time
+            log.info("ANN index cache: pruning stopped (%s)", exc)
+        return True
 
     def set_nprobe(self, nprobe: int) -> None:
         self.nprobe = min(nprobe, self.nlist)

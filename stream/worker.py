@@ -64,8 +64,8 @@ def run_worker(settings: Settings) -> None:
 
         faiss.omp_set_num_threads(settings.torch_threads)
         notes.append(f"{model.n_items} items ≥ PROFILESTREAM_ANN_MIN_ITEMS: top-K through a faiss IVF index "
-                     f"({index.nlist} lists, {index.nprobe} searched per query), {index.source} in {index.build_seconds:.1f} s "
-                     f"({index.cache_path})")
+                     f"({index.nlist} lists, {index.nprobe} searched per query), {index.source} in "
+                     f"{index.build_seconds:.1f} s ({index.cache_path})")
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, model)
     notes.insert(0, f"worker {settings.app_id}: model {model.model_version} ({model.n_items} items), batch "

@@ -78,3 +78,24 @@ def test_index_cache_round_trip_and_rebuild(tmp_path: Path) -> None:
     assert rebuilt.source == "built and cached"
     assert _recs(damaged, users, 10) == _recs(fresh, users, 10)
     assert ProfileModel.load(art).enable_ann(nprobe=2, cache_dir=cache).source == "loaded from the cache"
+
+
+def test_index_cache_keeps_the_most_recently_used(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from model.ann import CACHE_KEEP, AnnIndex
+
+    assert CACHE_KEEP == 3  # the scenario below is written for three
+    rng = np.random.default_rng(0)
+    cache = tmp_path / "ann"
+    vecs = {name: rng.standard_normal((200, 8)).astype(np.float32) for name in "ABCD"}
+    bias = np.zeros(200, np.float32)
+    paths = {}
+    now = time.time()
+    for age, name in zip((300, 200, 100), "ABC"):
+        paths[name] = AnnIndex.build(vecs[name], bias, cache_dir=cache).cache_path
+        os.utime(paths[name], (now - age, now - age))  # A oldest, then B, then C
+    assert AnnIndex.build(vecs["A"], bias, cache_dir=cache).source == "loaded from the cache"  # A used again
+    paths["D"] = AnnIndex.build(vecs["D"], bias, cache_dir=cache).cache_path
+    assert sorted(cache.glob("ivf*.faiss")) == sorted(paths[k] for k in "ACD")  # B, least recently used, is gone
