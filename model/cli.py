@@ -222,7 +222,7 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
                                     "train flags once per seed (no artifact, no baselines) and prints validation "
                                     "(before any refit) and test metrics per seed with their mean ± sd. "
                                     "The README's seed table: `profilestream seeds --seeds 0-4 --max-minutes 10` "
-                                    "(≈ 20 min on 2 cores).")
+                                    "(≈ 18 min on 2 cores).")
     _train_flags(sd, seed=False)
     sd.add_argument("--seeds", default="0-4", help="seeds, e.g. 0-4 or 0,1,5 (default 0-4)")
     sd.add_argument("--out", type=Path, default=None, help="also write the rows and summary as JSON here")
