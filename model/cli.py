@@ -39,6 +39,8 @@ def _train_config(args: argparse.Namespace) -> Any:
         over["use_text"] = False
     if getattr(args, "no_id", False):
         over["use_id"] = False
+    if getattr(args, "no_text_whiten", False):
+        over["text_whiten"] = False
     return replace(cfg, **over)
 
 
@@ -173,6 +175,9 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     p.add_argument("--hidden", type=int, help="LSTM width (default 128)")
     p.add_argument("--item-dim", type=int, help="item/user vector width (default 64)")
     p.add_argument("--text-dim", type=int, help="reduced text-feature width (default 64)")
+    p.add_argument("--no-text-whiten", action="store_true",
+                   help="scale the reduced text features by one common factor instead of to unit variance per column, "
+                        "so minor components stay small")
     p.add_argument("--lr", type=float, help="Adam learning rate (default 3e-3)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better valid NDCG@10 (default 10)")
     p.add_argument("--dropout", type=float, help="dropout on LSTM inputs and outputs (default 0.5)")

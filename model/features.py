@@ -53,18 +53,23 @@ def encode_texts(texts: list[str], cache: Path, *, progress: bool = True) -> np.
 
 @dataclass(frozen=True)
 class ReducedFeatures:
-    features: np.ndarray  # (N, d) float32, zero mean, unit variance per column
+    features: np.ndarray  # (N, d) float32, zero mean; unit variance per column, or on average (whiten=False)
     method: str
     explained_variance: float | None  # PCA: fraction of variance kept; AE: 1 - relative reconstruction error
 
 
-def _standardise(x: np.ndarray) -> np.ndarray:
+def _standardise(x: np.ndarray, whiten: bool = True) -> np.ndarray:
+    """Centre the columns; whiten: unit variance per column. Otherwise one common scale that
+    makes the mean column variance 1, so the columns keep their relative sizes (a minor PCA
+    component stays small instead of being blown up to the size of the first)."""
     x = x - x.mean(axis=0, keepdims=True)
-    return (x / np.maximum(x.std(axis=0, keepdims=True), 1e-6)).astype(np.float32)
+    if whiten:
+        return (x / np.maximum(x.std(axis=0, keepdims=True), 1e-6)).astype(np.float32)
+    return (x / max(float(np.sqrt((x.var(axis=0)).mean())), 1e-6)).astype(np.float32)
 
 
 def reduce_features(emb: np.ndarray, dim: int, *, method: Literal["pca", "autoencoder"] = "pca",
-                    seed: int = 0, epochs: int = 300) -> ReducedFeatures:
+                    seed: int = 0, epochs: int = 300, whiten: bool = True) -> ReducedFeatures:
     if dim >= emb.shape[1]:
         raise DataError(f"text_dim {dim} must be smaller than the encoder width {emb.shape[1]}")
     x = emb.astype(np.float64) - emb.mean(axis=0, keepdims=True)
@@ -72,11 +77,11 @@ def reduce_features(emb: np.ndarray, dim: int, *, method: Literal["pca", "autoen
         _, s, vt = np.linalg.svd(x, full_matrices=False)
         z = x @ vt[:dim].T  # (N, d)
         ev = float((s[:dim] ** 2).sum() / (s ** 2).sum())
-        return ReducedFeatures(_standardise(z), "pca", ev)
-    return _autoencoder(x.astype(np.float32), dim, seed=seed, epochs=epochs)
+        return ReducedFeatures(_standardise(z, whiten), "pca", ev)
+    return _autoencoder(x.astype(np.float32), dim, seed=seed, epochs=epochs, whiten=whiten)
 
 
-def _autoencoder(x: np.ndarray, dim: int, *, seed: int, epochs: int) -> ReducedFeatures:
+def _autoencoder(x: np.ndarray, dim: int, *, seed: int, epochs: int, whiten: bool = True) -> ReducedFeatures:
     """Denoising autoencoder 384 → 128 → d → 128 → 384 (input dropout 0.2), full batch, Adam."""
     import torch
     from torch import nn
@@ -97,4 +102,4 @@ def _autoencoder(x: np.ndarray, dim: int, *, seed: int, epochs: int) -> ReducedF
     with torch.no_grad():
         z = enc(xt)
         rel = float(((dec(z) - xt) ** 2).sum() / (xt ** 2).sum())
-    return ReducedFeatures(_standardise(z.numpy()), "autoencoder", 1.0 - rel)
+    return ReducedFeatures(_standardise(z.numpy(), whiten), "autoencoder", 1.0 - rel)

@@ -52,6 +52,9 @@ class TrainConfig:
     use_id: bool = True
     use_text: bool = True
     reducer: Literal["pca", "autoencoder"] = "pca"
+    # True: every reduced text column gets unit variance; False: one common scale, so columns
+    # keep their relative variance (docs/model.md, "Experiment log")
+    text_whiten: bool = True
     max_minutes: float = 5.0
     max_users: int | None = None  # train on the first N users only (tests, quick looks)
     mask_seen: bool = True  # softmax over items the user has not interacted with yet, as evaluation ranks
@@ -218,10 +221,10 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
     feat_info: dict[str, Any] = {}
     if cfg.use_text:
         emb = encode_texts(ds.item_text, cache, progress=progress)
-        red = reduce_features(emb, cfg.text_dim, method=cfg.reducer, seed=cfg.seed)
+        red = reduce_features(emb, cfg.text_dim, method=cfg.reducer, seed=cfg.seed, whiten=cfg.text_whiten)
         text = red.features
         feat_info = {"encoder": "all-MiniLM-L6-v2", "reducer": red.method, "dim": cfg.text_dim,
-                     "explained_variance": red.explained_variance}
+                     "whitened": cfg.text_whiten, "explained_variance": red.explained_variance}
     mcfg = ModelConfig(n_items=len(ds.item_ids), n_cats=len(ds.category_names), text_dim=cfg.text_dim if cfg.use_text else 0,
                        item_dim=cfg.item_dim, hidden=cfg.hidden, use_id=cfg.use_id, use_text=cfg.use_text,
                        dropout=cfg.dropout, text_reducer=cfg.reducer if cfg.use_text else "none")
