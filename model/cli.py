@@ -34,7 +34,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     cfg = TrainConfig()
     over = {k: getattr(args, k) for k in ("epochs", "max_minutes", "seed", "max_users", "reducer", "hidden",
                                           "item_dim", "text_dim", "lr", "lr_schedule", "patience", "dropout", "refit_epochs",
-                                          "future_window", "future_decay") if getattr(args, k, None) is not None}
+                                          "future_window", "future_decay", "negatives", "neg_sampler") if getattr(args, k, None) is not None}
     if getattr(args, "no_text", False):
         over["use_text"] = False
     if getattr(args, "no_id", False):
@@ -189,6 +189,11 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     p.add_argument("--future-window", type=int,
                    help="each position also learns the next N items, not only the next one (default 1 = next item only)")
     p.add_argument("--future-decay", type=float, help="weight of the j-th future item: decay^(j-1) (default 0.5)")
+    p.add_argument("--negatives", type=int,
+                   help="sampled softmax with this many negatives per batch, logQ-corrected, for catalogues too big "
+                        "to score in full at every step (default 0 = full softmax over the catalogue)")
+    p.add_argument("--neg-sampler", choices=["uniform", "popularity"],
+                   help="where --negatives are drawn from (default popularity: (training count + 1)^0.75)")
     p.add_argument("--no-text", action="store_true", help="ablation: ID embeddings only")
     p.add_argument("--no-id", action="store_true", help="ablation: text features only")
     p.add_argument("--state-dir", type=Path, default=None)

@@ -16,13 +16,14 @@ from torch import nn
 
 from .artifact import Artifact, save_artifact
 from .data import Dataset, Split, chronological_split
+from .errors import ModelError
 from .evaluate import (EvalSet, baseline_scorers, build_eval_set, evaluate_scorer, metrics_from_ranks,
                        popularity_buckets, rank_of_targets)
 from .features import encode_texts, reduce_features
 from .init_random import catalogue_of
 from .lstm import ModelConfig, ProfileLSTM, gap_feature, value_feature
 
-__all__ = ["TrainConfig", "TrainResult", "train", "seed_study", "parse_seeds"]
+__all__ = ["TrainConfig", "TrainResult", "train", "seed_study", "parse_seeds", "sampled_softmax_loss"]
 
 SPLIT_RULE = ("per user: stable sort by timestamp (file order breaks ties); last event = test, second last = "
               "validation, rest = training; users with < 5 events: training only")
@@ -30,6 +31,10 @@ SPLIT_RULE = ("per user: stable sort by timestamp (file order breaks ties); last
 
 #: the validation row of a model refit on the validation events (`TrainConfig.refit_epochs`)
 REFIT_LABEL = "LSTM after refit (not held out)"
+
+
+class TrainConfigError(ModelError, ValueError):
+    """A training configuration that cannot run; the message names the setting."""
 
 
 @dataclass(frozen=True)
@@ -67,12 +72,21 @@ class TrainConfig:
     # the next few items are all evidence of what comes next (docs/model.md).
     future_window: int = 1
     future_decay: float = 0.5
+    # 0 = full softmax over the catalogue (the default). K > 0 = sampled softmax: each batch
+    # scores its positions against the target and K negatives drawn (with replacement) from
+    # `neg_sampler`, with the logQ correction; for catalogues too big to score in full per step.
+    negatives: int = 0
+    neg_sampler: Literal["uniform", "popularity"] = "popularity"  # popularity: (training count + 1)^0.75
 
     def __post_init__(self) -> None:
         if self.batch_users < 1 or self.epochs < 1:
-            raise ValueError("epochs and batch_users must be >= 1")
+            raise TrainConfigError("--epochs and batch_users must be >= 1")
         if self.future_window < 1 or not 0.0 < self.future_decay <= 1.0:
-            raise ValueError("future_window must be >= 1 and future_decay in (0, 1]")
+            raise TrainConfigError("--future-window must be >= 1 and --future-decay in (0, 1]")
+        if self.negatives < 0:
+            raise TrainConfigError("--negatives must be >= 0 (0 = full softmax)")
+        if self.negatives and self.future_window > 1:
+            raise TrainConfigError("--future-window > 1 (the next-N-items loss) needs the full softmax: drop --negatives or set it to 0")
 
 
 @dataclass
@@ -113,18 +127,39 @@ def _pad(seqs: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, ...]:
 
 
 def _seen_mask(items: torch.Tensor, lengths: torch.Tensor, valid_pos: torch.Tensor, targets: torch.Tensor,
-               n_items: int) -> torch.Tensor:
+               n_items: int, cols: torch.Tensor | None = None) -> torch.Tensor:
     """(P, N) True where an item was already seen at or before the predicting position (the
-    target itself excepted): training ranks like evaluation, among items not yet interacted with."""
+    target itself excepted): training ranks like evaluation, among items not yet interacted with.
+    With `cols` (K,) item ids: the (P, K) mask of those items only (a column equal to the target
+    is not excepted: `sampled_softmax_loss` masks it as an accidental hit anyway)."""
     B, L = items.shape
     first = torch.full((B, n_items), L, dtype=torch.int64)  # first position of each item per user
     pos = torch.arange(L).expand(B, L)
     pos = torch.where(pos < lengths[:, None], pos, torch.full_like(pos, L))  # padding never counts
     first.scatter_reduce_(1, items, pos, reduce="amin")
-    seen = first[:, None, :] <= torch.arange(L - 1)[None, :, None]  # (B, L-1, N)
-    seen = seen[valid_pos[:, :-1]]  # (P, N)
-    seen[torch.arange(len(targets)), targets] = False
+    if cols is not None:
+        first = first[:, cols]  # (B, K)
+    seen = first[:, None, :] <= torch.arange(L - 1)[None, :, None]  # (B, L-1, N or K)
+    seen = seen[valid_pos[:, :-1]]  # (P, N or K)
+    if cols is None:
+        seen[torch.arange(len(targets)), targets] = False
     return seen
+
+
+def sampled_softmax_loss(user: torch.Tensor, item_vecs: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                         negatives: torch.Tensor, log_q: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of each row of `user` (P, D) over its target and the shared negatives
+    (K,), every logit less log Q (`log_q` (N,): log of the expected count of the item in the
+    sample), which makes the sampled softmax an unbiased stand-in for the full one. A negative
+    equal to the row's target (an accidental hit) and those in `masked` (P, K) are left out.
+    With every item as a negative once and log Q = 0 this is the full-softmax cross-entropy."""
+    pos = (user * item_vecs[targets]).sum(-1) + bias[targets] - log_q[targets]  # (P,)
+    neg = user @ item_vecs[negatives].T + bias[negatives] - log_q[negatives]  # (P, K)
+    drop = negatives[None, :] == targets[:, None]
+    if masked is not None:
+        drop = drop | masked
+    logits = torch.cat([pos[:, None], neg.masked_fill(drop, -1e9)], dim=1)
+    return nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.int64))
 
 
 def future_loss(logits: torch.Tensor, items: torch.Tensor, lengths: torch.Tensor, valid_pos: torch.Tensor,
@@ -241,6 +276,12 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * len(batches))
              if cfg.lr_schedule == "cosine" else None)
     loss_fn = nn.CrossEntropyLoss()
+    if cfg.negatives:
+        counts = np.bincount(ds.items[np.concatenate([split.train[u] for u in users])], minlength=mcfg.n_items)
+        q = (counts + 1.0) ** 0.75 if cfg.neg_sampler == "popularity" else np.ones(mcfg.n_items)
+        q_t = torch.as_tensor(q / q.sum(), dtype=torch.float32)
+        log_q = torch.log(q_t * cfg.negatives)
+        neg_gen = torch.Generator().manual_seed(cfg.seed)
     deadline = t_start + cfg.max_minutes * 60
     bar = tqdm(total=cfg.epochs, desc="training", unit="epoch", file=sys.stderr, disable=not progress)
 
@@ -248,25 +289,38 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
                   sched: Any = None) -> tuple[float, int]:
         net.train()
         total, count = 0.0, 0
-        for bi in rng.permutation(len(batches)):
-            items, types, vals, gaps, lengths = _pad([seqs[u] for u in batches[bi]])
-            uvec, ivec = net(items, types, vals, gaps, lengths)  # (B, L, D), (N, D)
-            # position t predicts the item at t+1 (within the training part of the sequence)
-            valid_pos = torch.arange(items.shape[1])[None, :] < (lengths[:, None] - 1)  # (B, L)
-            targets = items[:, 1:][valid_pos[:, :-1]]  # (P,)
-            logits = net.score(uvec[:, :-1][valid_pos[:, :-1]], ivec)  # (P, N)
-            if cfg.mask_seen:
-                logits = logits.masked_fill(_seen_mask(items, lengths, valid_pos, targets, mcfg.n_items), -1e9)
-            if cfg.future_window > 1:
-                loss = future_loss(logits, items, lengths, valid_pos, cfg.future_window, cfg.future_decay)
-            else:
-                loss = loss_fn(logits, targets)
+
+        def loss_step(loss: torch.Tensor) -> None:
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
             if sched is not None:
                 sched.step()
+
+        for bi in rng.permutation(len(batches)):
+            items, types, vals, gaps, lengths = _pad([seqs[u] for u in batches[bi]])
+            uvec, ivec = net(items, types, vals, gaps, lengths)  # (B, L, D), (N, D)
+            # position t predicts the item at t+1 (within the training part of the sequence)
+            valid_pos = torch.arange(items.shape[1])[None, :] < (lengths[:, None] - 1)  # (B, L)
+            targets = items[:, 1:][valid_pos[:, :-1]]  # (P,)
+            user = uvec[:, :-1][valid_pos[:, :-1]]  # (P, D)
+            if cfg.negatives:
+                neg = torch.multinomial(q_t, cfg.negatives, replacement=True, generator=neg_gen)  # (K,)
+                seen = _seen_mask(items, lengths, valid_pos, targets, mcfg.n_items, neg) if cfg.mask_seen else None
+                loss = sampled_softmax_loss(user, ivec, net.bias, targets, neg, log_q, seen)
+                loss_step(loss)
+                total += loss.item() * len(targets)
+                count += len(targets)
+                continue
+            logits = net.score(user, ivec)  # (P, N)
+            if cfg.mask_seen:
+                logits = logits.masked_fill(_seen_mask(items, lengths, valid_pos, targets, mcfg.n_items), -1e9)
+            if cfg.future_window > 1:
+                loss = future_loss(logits, items, lengths, valid_pos, cfg.future_window, cfg.future_decay)
+            else:
+                loss = loss_fn(logits, targets)
+            loss_step(loss)
             total += loss.item() * len(targets)
             count += len(targets)
         return total, count

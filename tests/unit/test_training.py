@@ -94,3 +94,56 @@ def test_eval_scores_batched_by_length_match_one_user_at_a_time() -> None:
             items, types, vals, gaps, n = _pad([_user_arrays(ds, hist)])
             uvec, ivec = net(items, types, vals, gaps, n)
             np.testing.assert_allclose(got[u], net.score(uvec[0, -1], ivec).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_sampled_softmax_with_every_item_once_is_the_full_softmax() -> None:
+    """With each item drawn exactly once and log Q = 0 the sampled loss must equal the masked
+    full-softmax cross-entropy training uses by default: the target leads, its copy among the
+    negatives is an accidental hit and left out, and seen items are masked in both."""
+    import torch
+
+    from model.train import _seen_mask, sampled_softmax_loss
+
+    gen = torch.Generator().manual_seed(5)
+    B, L, N, D = 3, 9, 30, 8
+    items = torch.randint(0, N, (B, L), generator=gen)  # repeats included: some targets were seen
+    lengths = torch.tensor([9, 6, 3])
+    valid_pos = torch.arange(L)[None, :] < (lengths[:, None] - 1)
+    targets = items[:, 1:][valid_pos[:, :-1]]
+    user = torch.randn(len(targets), D, generator=gen)
+    ivec, bias = torch.randn(N, D, generator=gen), torch.randn(N, generator=gen)
+    full_mask = _seen_mask(items, lengths, valid_pos, targets, N)
+    assert full_mask.any()
+    full = torch.nn.functional.cross_entropy((user @ ivec.T + bias).masked_fill(full_mask, -1e9), targets)
+    every = torch.arange(N)
+    cols_mask = _seen_mask(items, lengths, valid_pos, targets, N, every)
+    # the column mask is the full mask without the target exception
+    assert torch.equal(cols_mask & ~full_mask, torch.nn.functional.one_hot(targets, N).bool() & cols_mask)
+    sampled = sampled_softmax_loss(user, ivec, bias, targets, every, torch.zeros(N), cols_mask)
+    assert torch.allclose(sampled, full, atol=1e-5), (float(sampled), float(full))
+    # a constant log Q cancels; one that varies by item is a correction and changes the loss
+    assert torch.allclose(sampled_softmax_loss(user, ivec, bias, targets, every, torch.full((N,), 2.5), cols_mask),
+                          full, atol=1e-5)
+    assert not torch.allclose(sampled_softmax_loss(user, ivec, bias, targets, every, torch.linspace(0, 3, N), cols_mask),
+                              full, atol=1e-3)
+
+
+def test_tiny_training_with_sampled_softmax_beats_pop(tmp_path: Path) -> None:
+    cache = Settings.from_env().cache_dir
+    ds = load_ml100k(cache)
+    # 16 epochs: a sampled epoch costs about half a full one here, and learns less per epoch
+    cfg = TrainConfig(epochs=16, max_users=300, hidden=64, item_dim=32, text_dim=32, max_minutes=1.0, patience=16,
+                      negatives=128, refit_epochs=0)
+    res = train(ds, cfg, cache=cache, out=None, progress=False)
+    test = res.metrics["results"]["test"]
+    assert test["LSTM"]["NDCG@10"] > test["Pop"]["NDCG@10"], test
+    assert test["LSTM"]["HR@10"] > test["Pop"]["HR@10"], test
+
+
+def test_train_cli_rejects_an_impossible_configuration_with_a_message(capsys) -> None:
+    from stream.cli import main
+
+    assert main(["train", "--negatives", "64", "--future-window", "3", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "--negatives" in err and "Traceback" not in err
+    assert main(["train", "--negatives", "-1", "--out", "unused"]) == 2
