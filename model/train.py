@@ -289,15 +289,6 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
                   sched: Any = None) -> tuple[float, int]:
         net.train()
         total, count = 0.0, 0
-
-        def loss_step(loss: torch.Tensor) -> None:
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
-            if sched is not None:
-                sched.step()
-
         for bi in rng.permutation(len(batches)):
             items, types, vals, gaps, lengths = _pad([seqs[u] for u in batches[bi]])
             uvec, ivec = net(items, types, vals, gaps, lengths)  # (B, L, D), (N, D)
@@ -309,18 +300,20 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
                 neg = torch.multinomial(q_t, cfg.negatives, replacement=True, generator=neg_gen)  # (K,)
                 seen = _seen_mask(items, lengths, valid_pos, targets, mcfg.n_items, neg) if cfg.mask_seen else None
                 loss = sampled_softmax_loss(user, ivec, net.bias, targets, neg, log_q, seen)
-                loss_step(loss)
-                total += loss.item() * len(targets)
-                count += len(targets)
-                continue
-            logits = net.score(user, ivec)  # (P, N)
-            if cfg.mask_seen:
-                logits = logits.masked_fill(_seen_mask(items, lengths, valid_pos, targets, mcfg.n_items), -1e9)
-            if cfg.future_window > 1:
-                loss = future_loss(logits, items, lengths, valid_pos, cfg.future_window, cfg.future_decay)
             else:
-                loss = loss_fn(logits, targets)
-            loss_step(loss)
+                logits = net.score(user, ivec)  # (P, N)
+                if cfg.mask_seen:
+                    logits = logits.masked_fill(_seen_mask(items, lengths, valid_pos, targets, mcfg.n_items), -1e9)
+                if cfg.future_window > 1:
+                    loss = future_loss(logits, items, lengths, valid_pos, cfg.future_window, cfg.future_decay)
+                else:
+                    loss = loss_fn(logits, targets)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(targets)
             count += len(targets)
         return total, count
