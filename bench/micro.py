@@ -155,6 +155,49 @@ def bench_raw_step(model: ProfileModel, batches: list[int], *, seconds: float = 
     return rows
 
 
+def step_flops(model: ProfileModel) -> int:
+    """Floating-point operations of one event's step as `ProfileModel.step` + `scores` compute it:
+    the recurrent gate product (hidden × 4·hidden multiply-adds; the input side of the gates is a
+    per-item lookup precomputed at load time), the user vector (hidden × item_dim) and the scores
+    (item_dim × n_items), two operations per multiply-add. Elementwise work and top-K are not counted."""
+    cfg = model.config
+    return 2 * (cfg.hidden * 4 * cfg.hidden + cfg.hidden * cfg.item_dim + cfg.item_dim * cfg.n_items)
+
+
+def bench_arith_floor(model: ProfileModel, batches: list[int], *, seconds: float = 1.0) -> list[dict[str, Any]]:
+    """What the arithmetic alone costs per event on this CPU (1 torch thread, as every CPU row):
+    the machine's sgemm rate on a large square product, the step's flops divided by it (a floor no
+    implementation on this machine goes under), and, per batch size, the step's three biggest
+    pieces timed alone (gate product, score product, top-K). One row per batch size."""
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1024, 1024, generator=g), torch.randn(1024, 1024, generator=g)
+    flops = step_flops(model)
+    rows = []
+    with torch.inference_mode():
+        peak_ns = float(np.median(_time_per_item(lambda: a @ b, per=1, seconds=seconds / 2, warmup=3, min_repeats=5)))
+        gflops = 2 * 1024**3 / peak_ns
+        for batch in batches:
+            x = torch.randn(batch, cfg.hidden, generator=g)
+            w = torch.randn(cfg.hidden, 4 * cfg.hidden, generator=g)
+            u = torch.randn(batch, cfg.item_dim, generator=g)
+            v = torch.randn(cfg.item_dim, cfg.n_items, generator=g)
+            scores = u @ v
+            part = seconds / (2 * 3 * len(batches))
+            gates = float(np.median(_time_per_item(lambda: x @ w, per=batch, seconds=part, warmup=3)))
+            score = float(np.median(_time_per_item(lambda: u @ v, per=batch, seconds=part, warmup=3)))
+            topk = float(np.median(_time_per_item(lambda: torch.topk(scores, 10, dim=1), per=batch, seconds=part,
+                                                  warmup=3)))
+            rows.append({"batch": batch, "device": "cpu", "flops_per_event": flops, "sgemm_gflops": gflops,
+                         "floor_us": flops / gflops / 1e3, "gates_gemm_us": gates / 1e3,
+                         "scores_gemm_us": score / 1e3, "topk_us": topk / 1e3})
+            r = rows[-1]
+            print(f"  arithmetic floor: {flops / 1e3:.0f} kflop/event at {gflops:.0f} GFLOP/s = {r['floor_us']:.2f} "
+                  f"µs/event; batch {batch}: gates {r['gates_gemm_us']:.2f}, scores {r['scores_gemm_us']:.2f}, "
+                  f"top-K {r['topk_us']:.2f} µs/event", file=sys.stderr)
+    return rows
+
+
 def bench_numpy_step(model: ProfileModel, batches: list[int], *, seconds: float = 1.0) -> list[dict[str, Any]]:
     """The tensor math of the numpy path (model.runtime.NUMPY_MAX_BATCH: small CPU batches) on resident arrays."""
     from model.runtime import NUMPY_MAX_BATCH
@@ -275,6 +318,7 @@ def run_micro(artifact: Path, *, smoke: bool) -> dict[str, Any]:
     out["step_phases"] = bench_step_phases(cpu, [1, 64] if smoke else [1, 64, 512], repeats=400 if smoke else 4000)
     out["tensor_step"] += bench_raw_step(cpu, batches, seconds=secs)
     out["tensor_step"] += bench_numpy_step(cpu, batches, seconds=secs)
+    out["arith_floor"] = bench_arith_floor(cpu, [1, 512], seconds=secs)
     sizes = [cpu.n_items, 100_000] if smoke else [cpu.n_items, 100_000, 1_000_000]
     out["topk"] += bench_topk(sizes, dim=cpu.config.item_dim, batches=[1, 64], seconds=secs / 2)
     big = [n for n in sizes if n >= 100_000]

@@ -32,6 +32,14 @@ def write_markdown(res: dict[str, Any]) -> str:
                                           if st["p99_ms"] is not None else f"{st['rate']:.0f} → — ✗"
                                           for st in r["steps"])} for r in res["sustained"]]
     phases = [{**r, "pct": 100 * r["share"]} for r in res["micro"].get("step_phases", [])]
+    floor = [{**r, "kflop": r["flops_per_event"] / 1e3} for r in res["micro"].get("arith_floor", [])]
+    floor_part = ["", "The arithmetic floor of the step on this CPU (1 thread): the step's flops at the machine's "
+                  "sgemm rate, and its three biggest pieces timed alone (µs per event):", "",
+                  _md_table(floor, [("batch", "batch", "d"), ("kflop/event", "kflop", ".0f"),
+                                    ("sgemm GFLOP/s", "sgemm_gflops", ".0f"), ("floor µs", "floor_us", ".2f"),
+                                    ("gate product µs", "gates_gemm_us", ".2f"),
+                                    ("score product µs", "scores_gemm_us", ".2f"), ("top-K µs", "topk_us", ".2f")])
+                  ] if floor else []
     phases_part = ["", "Where the full step's time goes (CPU, p50 µs per event of each phase, timed separately):", "",
                    _md_table(phases, [("batch", "batch", "d"), ("phase", "phase", ""), ("p50 µs", "p50_us", ".1f"),
                                       ("share %", "pct", ".0f")])] if phases else []
@@ -65,6 +73,7 @@ def write_markdown(res: dict[str, Any]) -> str:
               "", "Tensor math only (LSTM step + scores + top-K on resident tensors):", "",
               _md_table(res["micro"]["tensor_step"], [("batch", "batch", "d"), ("device", "device", ""),
                                                       ("p50 µs", "p50_us", ".3f"), ("events/s", "events_per_s", ".0f")]),
+              *floor_part,
               "", "## Top-K (brute force, per query)", "",
               _md_table(res["micro"]["topk"], [("items", "items", "d"), ("batch", "batch", "d"), ("device", "device", ""),
                                                ("p50 µs", "p50_us", ".1f")])]
