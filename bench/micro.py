@@ -177,13 +177,13 @@ def bench_arith_floor(model: ProfileModel, batches: list[int], *, seconds: float
     with torch.inference_mode():
         peak_ns = float(np.median(_time_per_item(lambda: a @ b, per=1, seconds=seconds / 2, warmup=3, min_repeats=5)))
         gflops = 2 * 1024**3 / peak_ns
+        w = torch.randn(cfg.hidden, 4 * cfg.hidden, generator=g)  # the recurrent gate weights' shape
+        v = torch.randn(cfg.item_dim, cfg.n_items, generator=g)  # the item matrix's shape
+        part = seconds / (2 * 3 * len(batches))
         for batch in batches:
             x = torch.randn(batch, cfg.hidden, generator=g)
-            w = torch.randn(cfg.hidden, 4 * cfg.hidden, generator=g)
             u = torch.randn(batch, cfg.item_dim, generator=g)
-            v = torch.randn(cfg.item_dim, cfg.n_items, generator=g)
             scores = u @ v
-            part = seconds / (2 * 3 * len(batches))
             gates = float(np.median(_time_per_item(lambda: x @ w, per=batch, seconds=part, warmup=3)))
             score = float(np.median(_time_per_item(lambda: u @ v, per=batch, seconds=part, warmup=3)))
             topk = float(np.median(_time_per_item(lambda: torch.topk(scores, 10, dim=1), per=batch, seconds=part,

@@ -139,11 +139,7 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .train import SEED_METRICS, parse_seeds, seed_study
 
-    try:
-        seeds = parse_seeds(args.seeds)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    seeds = parse_seeds(args.seeds)  # a bad list: TrainConfigError, printed by the CLI's ModelError handler
     s = Settings.from_env(state_dir=args.state_dir)
     ds = load_dataset(args.dataset, s.cache_dir)
     study = seed_study(ds, _train_config(args), seeds, cache=s.cache_dir)

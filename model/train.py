@@ -379,9 +379,9 @@ def parse_seeds(text: str) -> list[int]:
         try:
             seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
         except ValueError:
-            raise ValueError(f"bad seed list {text!r}: use e.g. 0-4 or 0,1,5") from None
+            raise TrainConfigError(f"bad seed list {text!r}: use e.g. 0-4 or 0,1,5") from None
     if not seeds:
-        raise ValueError(f"bad seed list {text!r}: no seeds")
+        raise TrainConfigError(f"bad seed list {text!r}: no seeds")
     return seeds
 
 

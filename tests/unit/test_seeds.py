@@ -33,3 +33,11 @@ def test_seed_study_rows_spread_and_reproducibility() -> None:
         assert study["mean"][m] == pytest.approx(vals.mean())
         assert study["sd"][m] == pytest.approx(vals.std(ddof=1))
     assert "seed" not in study["config"] and study["config"]["max_users"] == 120
+
+
+def test_seeds_cli_rejects_a_bad_seed_list_with_a_message(capsys) -> None:
+    from stream.cli import main
+
+    assert main(["seeds", "--seeds", "0-x"]) == 2
+    err = capsys.readouterr().err
+    assert "error: bad seed list '0-x'" in err and "Traceback" not in err
