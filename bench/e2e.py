@@ -11,6 +11,7 @@ carries it into `source_event_ts`. Producer, consumer and worker run on one mach
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -26,7 +27,48 @@ from stream.process import WorkerProcess, free_port
 from stream.settings import Settings
 from stream.topics import ensure_topics, topic_names
 
-__all__ = ["Pipeline", "latency_run", "throughput_run", "sustained_run", "start_pipeline"]
+__all__ = ["Pipeline", "latency_run", "throughput_run", "sustained_run", "start_pipeline", "cpu_seconds"]
+
+
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """User + system CPU seconds a process (all its threads) has used so far; `None` = this
+    process. Read from Linux's /proc/PID/stat (utime and stime, fields 14 and 15); None where
+    that does not exist (another OS) or the process is gone."""
+    try:
+        with open(f"/proc/{pid if pid is not None else 'self'}/stat") as f:
+            # the command name (field 2) may hold spaces and ')': split after its last ')'
+            rest = f.read().rpartition(")")[2].split()  # rest[0] is field 3
+    except OSError:
+        return None
+    return (int(rest[14 - 3]) + int(rest[15 - 3])) / os.sysconf("SC_CLK_TCK")
+
+
+class _CpuMeter:
+    """CPU time used by the worker, the broker and this bench process (its producer and consumer
+    threads included) between `start()` and `stop()`, per event: what each side costs an event,
+    independent of how the two cores were shared out between them while it ran."""
+
+    def __init__(self, worker_pid: int | None, broker_pid: int | None) -> None:
+        self.pids = {"worker": worker_pid, "broker": broker_pid if broker_pid and broker_pid > 0 else None,
+                     "client": None}
+        self.t0: dict[str, float | None] = {}
+        self.wall0 = 0.0
+
+    def start(self) -> None:
+        self.t0 = {k: (cpu_seconds(pid) if k == "client" or pid else None) for k, pid in self.pids.items()}
+        self.wall0 = time.perf_counter()
+
+    def stop(self, n: int) -> dict[str, float | None]:
+        wall = time.perf_counter() - self.wall0
+        out: dict[str, float | None] = {}
+        for k, pid in self.pids.items():
+            t1 = cpu_seconds(pid) if k == "client" or pid else None
+            t0 = self.t0.get(k)
+            used = t1 - t0 if t0 is not None and t1 is not None else None
+            out[f"{k}_cpu_us_per_event"] = used / n * 1e6 if used is not None else None
+            if k == "worker":
+                out["worker_cores"] = used / wall if used is not None and wall > 0 else None
+        return out
 
 
 @dataclass
@@ -202,8 +244,10 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
     return row
 
 
-def throughput_run(p: Pipeline, *, n: int, items: list[str], timeout: float = 180.0) -> dict[str, Any]:
-    """Send n events as fast as possible; events/s until the last one is processed."""
+def throughput_run(p: Pipeline, *, n: int, items: list[str], timeout: float = 180.0,
+                   broker_pid: int | None = None) -> dict[str, Any]:
+    """Send n events as fast as possible; events/s until the last one is processed, and the CPU
+    time each process (worker, broker when its pid is known, this bench client) spent per event."""
     if not _wait_idle(p):
         print(f"  {p.name}: still working off earlier events after {DRAIN_TIMEOUT_S:.0f} s; "
               "the throughput below is measured behind that backlog", file=sys.stderr)
@@ -211,6 +255,8 @@ def throughput_run(p: Pipeline, *, n: int, items: list[str], timeout: float = 18
     if col is not None:
         col.start()
     before = p.applied() if col is None else 0.0
+    meter = _CpuMeter(p.worker.proc.pid if p.worker is not None and p.worker.proc is not None else None, broker_pid)
+    meter.start()
     first = _produce(p, rate=None, n=n, items=items)
     p.sent += n
     done = None
@@ -225,12 +271,14 @@ def throughput_run(p: Pipeline, *, n: int, items: list[str], timeout: float = 18
                 done = time.time()
                 break
         time.sleep(0.05)
+    cpu = meter.stop(n)
     if col is not None:
         col.stop_flag.set()
         col.join(5)
     eps = n / (done - first) if done else float("nan")
-    print(f"  {p.name:<22} max rate: {eps:9.0f} events/s ({n} events)", file=sys.stderr)
-    return {"pipeline": p.name, "events": n, "events_per_s": eps, "completed": done is not None}
+    per = "  ".join(f"{k.split('_')[0]} {v:.0f}" for k, v in cpu.items() if k.endswith("per_event") and v is not None)
+    print(f"  {p.name:<22} max rate: {eps:9.0f} events/s ({n} events); CPU µs/event: {per}", file=sys.stderr)
+    return {"pipeline": p.name, "events": n, "events_per_s": eps, "completed": done is not None, **cpu}
 
 
 def sustained_run(p: Pipeline, *, items: list[str], p99_bound_ms: float, seconds: float, start_rate: float,

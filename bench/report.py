@@ -24,6 +24,22 @@ def _md_table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> s
     return "\n".join(out)
 
 
+#: Columns of the burst tables for the CPU time each process spent per event (bench.e2e._CpuMeter).
+CPU_COLS = [("worker CPU µs/event", "worker_cpu_us_per_event", ".0f"), ("worker cores busy", "worker_cores", ".2f"),
+            ("events/s per worker core", "core_ceiling", ".0f"), ("broker CPU µs/event", "broker_cpu_us_per_event", ".0f"),
+            ("bench client CPU µs/event", "client_cpu_us_per_event", ".0f")]
+CPU_NOTE = ("CPU µs/event: user + system CPU time of each process during the burst, divided by the events. "
+            "'events/s per worker core' = 10⁶ / worker CPU µs per event: the rate one worker would reach with a "
+            "core to itself at this cost. 'worker cores busy' = its CPU time / the burst's wall time. Broker, "
+            "worker and bench client share this machine's cores; '—' = not measured (no worker, or a broker "
+            "this bench did not start and whose process it does not know).")
+
+
+def _with_ceiling(r: dict[str, Any]) -> dict[str, Any]:
+    w = r.get("worker_cpu_us_per_event")
+    return {**r, "core_ceiling": 1e6 / w if w else None}
+
+
 def write_markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     latency = [{**r, "drained_mark": "✓" if r.get("drained", True) else "✗"} for r in res["latency"]]
@@ -54,8 +70,9 @@ def write_markdown(res: dict[str, Any]) -> str:
               "", "drained: ✓ = every event sent at that rate was processed and measured; ✗ = the pipeline "
               "was still working off its backlog when the wait ended, so the tail is worse than shown.",
               "", "## Max burst throughput (as fast as the producer sends)", "",
-              _md_table(res["throughput"], [("pipeline", "pipeline", ""), ("events", "events", "d"),
-                                            ("events/s", "events_per_s", ".0f")]),
+              _md_table([_with_ceiling(r) for r in res["throughput"]], [("pipeline", "pipeline", ""), ("events", "events", "d"),
+                                            ("events/s", "events_per_s", ".0f"), *CPU_COLS]),
+              "", CPU_NOTE,
               "", "## Sustained throughput (rate raised until p99 passes the bound)", "",
               _md_table(sustained, [("pipeline", "pipeline", ""), ("p99 bound ms", "p99_bound_ms", ".0f"),
                                     ("sustained events/s", "sustained_mark", ""), ("steps: rate → p99 ms", "steps_text", "")]),
@@ -65,7 +82,8 @@ def write_markdown(res: dict[str, Any]) -> str:
                   f"**{res['sustained_events_per_s_per_worker']:.0f}** at p99 ≤ {res['p99_bound_ms']:.0f} ms; "
                   f"max burst (above): {res['max_burst_events_per_s_per_worker']:.0f}", "",
               "## Throughput vs micro-batch size (full pipeline, one worker, burst)", "",
-              _md_table(res["throughput_vs_batch"], [("batch size", "batch", "d"), ("events/s", "events_per_s", ".0f")]),
+              _md_table([_with_ceiling(r) for r in res["throughput_vs_batch"]],
+                        [("batch size", "batch", "d"), ("events/s", "events_per_s", ".0f"), *CPU_COLS]),
               "", "## Model step (per event)", "",
               _md_table(res["micro"]["step"], [("batch", "batch", "d"), ("device", "device", ""), ("p50 µs", "p50_us", ".2f"),
                                                ("p99 µs", "p99_us", ".2f"), ("events/s", "events_per_s", ".0f")]),

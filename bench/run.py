@@ -62,7 +62,7 @@ def run_bench(settings: Settings, out: Path, *, smoke: bool, rates: list[float],
                     res["latency"].append(latency_run(p, rate=rate, seconds=seconds, warmup=min(1.0, seconds / 3),
                                                       items=items))
                 n = n_max if bs > 1 or kind != "pipeline" else n_max // 4
-                res["throughput"].append(throughput_run(p, n=n, items=items))
+                res["throughput"].append(throughput_run(p, n=n, items=items, broker_pid=info.pid))
                 if kind != "transport" and (not smoke or bs > 1):
                     res["sustained"].append(sustained_run(
                         p, items=items, p99_bound_ms=p99_bound_ms, seconds=1.5 if smoke else ramp_seconds,
@@ -76,7 +76,7 @@ def run_bench(settings: Settings, out: Path, *, smoke: bool, rates: list[float],
                 continue
             p = start_pipeline("pipeline", s, tmp, batch_size=bs)
             try:
-                r = throughput_run(p, n=(n_max // 4 if bs == 1 else n_max), items=items)
+                r = throughput_run(p, n=(n_max // 4 if bs == 1 else n_max), items=items, broker_pid=info.pid)
                 res["throughput_vs_batch"].append({"batch": bs, **r})
             finally:
                 p.stop()

@@ -48,6 +48,15 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
         assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert len(row["cdf_ms"]) == 101
     assert all(r["completed"] for r in res["throughput"]), res["throughput"]
+    for r in res["throughput"] + res["throughput_vs_batch"]:  # CPU per event of each process in the burst
+        assert r["client_cpu_us_per_event"] > 0
+        assert r["broker_cpu_us_per_event"] is None or r["broker_cpu_us_per_event"] > 0
+        if r["pipeline"] == "transport floor":  # no worker process in the transport floor
+            assert r["worker_cpu_us_per_event"] is None and r["worker_cores"] is None
+        else:
+            assert r["worker_cpu_us_per_event"] > 0 and r["worker_cores"] > 0
+    assert "| events/s | worker CPU µs/event | worker cores busy | events/s per worker core |" in \
+        (out / "results.md").read_text()
     assert res["max_burst_events_per_s_per_worker"] > 0
     # the rate ramp ran and is well-formed; whether a step held is timing, not asserted
     (ramp,) = res["sustained"]
