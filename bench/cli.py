@@ -1,4 +1,4 @@
-"""`profilestream bench run` (registered into the stream CLI)."""
+"""`profilestream bench run` and `bench ab`, and `profilestream chaos` (registered into the stream CLI)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,26 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         print(f"error: the GPU microbenchmarks failed ({res['micro']['gpu_error']}); the report in {args.out} has "
               "every CPU row and says so. Check `nvidia-smi` and the traceback above.", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_bench_ab(args: argparse.Namespace) -> int:
+    import json
+
+    from stream.errors import ConfigError
+    from stream.settings import Settings
+
+    from .ab import format_ab, parse_assignments, run_ab
+
+    variants = {"A": parse_assignments(args.a), "B": parse_assignments(args.b)}
+    if variants["A"] == variants["B"]:
+        raise ConfigError("--a and --b give the same settings: name at least one that differs "
+                          "(e.g. --b PROFILESTREAM_PRODUCER_LINGER_MS=5)")
+    if args.rounds < 1 or args.events < 100:
+        raise ConfigError("--rounds must be >= 1 and --events >= 100")
+    s = Settings.from_env(bootstrap_servers=args.bootstrap_servers, state_dir=args.state_dir, artifact=args.artifact)
+    res = run_ab(s, variants, rounds=args.rounds, events=args.events, rate=args.rate, seconds=args.seconds)
+    print(json.dumps(res) if args.json else format_ab(res))
     return 0
 
 
@@ -99,7 +119,8 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
                         description="Microbenchmarks (model step; brute-force and faiss-IVF top-K over 1.7k, 100k and 1M items; "
                                     "CPU, and GPU when CUDA is present), end-to-end latency of the "
                                     "transport floor, the Faust echo floor and the full pipeline (micro-batching off "
-                                    "and on) at each --rates value, max burst throughput, sustained throughput (the "
+                                    "and on) at each --rates value, max burst throughput with the CPU time per "
+                                    "event of the worker, the broker and the bench client, sustained throughput (the "
                                     "rate is raised until p99 passes --p99-bound-ms), throughput vs micro-batch size. "
                                     "Writes OUT/results.json, OUT/results.md, OUT/latency_cdf.png, "
                                     "OUT/throughput_vs_batch.png. Starts the local broker if none answers.")
@@ -119,3 +140,25 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     r.add_argument("--state-dir", type=Path, default=None)
     r.add_argument("--artifact", type=Path, default=None)
     r.set_defaults(func=cmd_bench_run)
+
+    ab = bsub.add_parser("ab", help="A/B two worker settings by CPU per event, throughput and latency",
+                         description="Alternating rounds of two variants of the worker's settings (environment "
+                                     "assignments over the current environment). Each round starts a fresh "
+                                     "full-pipeline worker per variant and measures a burst of --events (events/s "
+                                     "and CPU µs per event of the worker and the broker) and the latency at --rate "
+                                     "ev/s for --seconds. Prints mean and min–max per variant (or --json). The "
+                                     "min–max across rounds is the noise to compare a difference with. Starts the "
+                                     "local broker if none answers. Example: profilestream bench ab --b "
+                                     "PROFILESTREAM_PRODUCER_LINGER_MS=5 --rounds 5")
+    ab.add_argument("--a", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="settings of variant A (default: none, i.e. the environment as it is)")
+    ab.add_argument("--b", nargs="*", default=[], metavar="NAME=VALUE", help="settings of variant B")
+    ab.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    ab.add_argument("--events", type=int, default=15000, help="events per measured burst (default 15000)")
+    ab.add_argument("--rate", type=float, default=100.0, help="rate of the latency run, events/s (default 100)")
+    ab.add_argument("--seconds", type=float, default=5.0, help="seconds of the latency run (default 5)")
+    ab.add_argument("--json", action="store_true", help="every round and the summary as JSON")
+    ab.add_argument("--bootstrap-servers", default=None)
+    ab.add_argument("--state-dir", type=Path, default=None)
+    ab.add_argument("--artifact", type=Path, default=None)
+    ab.set_defaults(func=cmd_bench_ab)
