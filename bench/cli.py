@@ -86,6 +86,13 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _connection_flags(p: argparse.ArgumentParser) -> None:
+    """Where the broker, the state and the model are (env defaults: `profilestream settings`)."""
+    p.add_argument("--bootstrap-servers", default=None)
+    p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--artifact", type=Path, default=None)
+
+
 def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     c = sub.add_parser("chaos", help="replay under worker kills, broker restarts or rebalances; check every profile",
                        description="Replay a dataset while killing workers with SIGKILL (kill), restarting the local "
@@ -107,9 +114,7 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
                    help="replay the events without their event_id, so only positions (and the ids the normalize "
                         "stage derives from them) keep redeliveries out")
     c.add_argument("--json", action="store_true", help="one summary object per scenario as JSON")
-    c.add_argument("--bootstrap-servers", default=None)
-    c.add_argument("--state-dir", type=Path, default=None)
-    c.add_argument("--artifact", type=Path, default=None)
+    _connection_flags(c)
     c.set_defaults(func=cmd_chaos)
 
     b = sub.add_parser("bench", help="latency/throughput benchmarks",
@@ -136,9 +141,7 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     r.add_argument("--ramp-seconds", type=float, default=8.0,
                    help="seconds per rate step of the sustained-throughput ramp (default 8)")
     r.add_argument("--smoke", action="store_true", help="a ≤ 60 s run that checks the report is produced")
-    r.add_argument("--bootstrap-servers", default=None)
-    r.add_argument("--state-dir", type=Path, default=None)
-    r.add_argument("--artifact", type=Path, default=None)
+    _connection_flags(r)
     r.set_defaults(func=cmd_bench_run)
 
     ab = bsub.add_parser("ab", help="A/B two worker settings by CPU per event, throughput and latency",
@@ -158,7 +161,5 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     ab.add_argument("--rate", type=float, default=100.0, help="rate of the latency run, events/s (default 100)")
     ab.add_argument("--seconds", type=float, default=5.0, help="seconds of the latency run (default 5)")
     ab.add_argument("--json", action="store_true", help="every round and the summary as JSON")
-    ab.add_argument("--bootstrap-servers", default=None)
-    ab.add_argument("--state-dir", type=Path, default=None)
-    ab.add_argument("--artifact", type=Path, default=None)
+    _connection_flags(ab)
     ab.set_defaults(func=cmd_bench_ab)
