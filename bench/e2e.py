@@ -27,6 +27,8 @@ from stream.process import WorkerProcess, free_port
 from stream.settings import Settings
 from stream.topics import ensure_topics, topic_names
 
+from .hdr import HdrHistogram
+
 __all__ = ["Pipeline", "latency_run", "throughput_run", "sustained_run", "start_pipeline", "cpu_seconds"]
 
 
@@ -236,6 +238,9 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
     row: dict[str, Any] = {"pipeline": p.name, "rate": rate, "sent": n, "outputs": len(col.samples),
                            "measured": int(lat.size), "drained": drained}
     if lat.size:
+        hist = HdrHistogram()
+        hist.record(lat * 1e3)  # µs
+        row["hdr"] = hist.to_json("us")
         row.update({f"p{q}_ms": float(np.percentile(lat, q)) for q in (50, 90, 99)})
         row.update({"p99.9_ms": float(np.percentile(lat, 99.9)), "max_ms": float(lat.max()),
                     "cdf_ms": np.percentile(lat, np.linspace(0, 100, 101)).tolist()})

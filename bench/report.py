@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = ["write_report", "RESULTS_SCHEMA_KEYS"]
 
 RESULTS_SCHEMA_KEYS = ("schema_version", "command", "machine", "started_at", "seconds", "micro", "latency",
@@ -69,6 +71,9 @@ def write_markdown(res: dict[str, Any]) -> str:
                                          ("drained", "drained_mark", "")]),
               "", "drained: ✓ = every event sent at that rate was processed and measured; ✗ = the pipeline "
               "was still working off its backlog when the wait ended, so the tail is worse than shown.",
+              "", "Every row's latencies are also kept as an HDR-style histogram in results.json (`latency[].hdr`: "
+              "log-linear buckets in µs, each at most 1/128 of its value wide); latency_percentiles.png plots "
+              "the percentile distribution from it.",
               "", "## Max burst throughput (as fast as the producer sends)", "",
               _md_table([_with_ceiling(r) for r in res["throughput"]], [("pipeline", "pipeline", ""), ("events", "events", "d"),
                                             ("events/s", "events_per_s", ".0f"), *CPU_COLS]),
@@ -141,6 +146,9 @@ def _plots(res: dict[str, Any], out: Path) -> list[str]:
     fig.savefig(out / "latency_cdf.png", dpi=110)
     plt.close(fig)
     files.append("latency_cdf.png")
+    if any(r.get("hdr") for r in res["latency"]):
+        _percentile_plot(res, rates, out, plt, matplotlib.ticker)
+        files.append("latency_percentiles.png")
     if res["throughput_vs_batch"]:
         fig, ax = plt.subplots(figsize=(6, 4))
         rows = res["throughput_vs_batch"]
@@ -156,6 +164,44 @@ def _plots(res: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         files.append("throughput_vs_batch.png")
     return files
+
+
+#: percentiles of the HDR percentile-distribution plot, and their tick labels
+PCT_TICKS = [(50.0, "50%"), (90.0, "90%"), (99.0, "99%"), (99.9, "99.9%"), (99.99, "99.99%")]
+
+
+def _percentile_plot(res: dict[str, Any], rates: list[float], out: Path, plt: Any, ticker: Any) -> None:
+    """HdrHistogram's percentile distribution: latency against 1 / (1 − q) on log axes, read from
+    each row's histogram, so the tail (99 %, 99.9 %) gets as much room as the median."""
+    from .hdr import percentiles_from_buckets
+
+    fig, axes = plt.subplots(1, len(rates), figsize=(5 * len(rates), 4), squeeze=False)
+    for ax, rate in zip(axes[0], rates):
+        n_max = 1
+        for r in res["latency"]:
+            h = r.get("hdr")
+            if r["rate"] != rate or not h or not h["count"]:
+                continue
+            n_max = max(n_max, h["count"])
+            # up to the rank of the last value: 1 − 1/n (beyond it the curve would only repeat the max)
+            qs = 100.0 * (1.0 - np.logspace(0, -np.log10(h["count"]), 200))
+            vals = np.array(percentiles_from_buckets(h["buckets"], qs)) / 1e3
+            ax.plot(1.0 / (1.0 - qs / 100.0), np.maximum(vals, 1e-3), label=r["pipeline"])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = [(q, lab) for q, lab in PCT_TICKS if 1.0 / (1.0 - q / 100.0) <= n_max]  # the ranks this panel has
+        ax.set_xticks([1.0 / (1.0 - q / 100.0) for q, _ in ticks], [lab for _, lab in ticks])
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("latency (ms, log)")
+        ax.set_title(f"{rate:.0f} events/s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"End-to-end latency by percentile (HDR histogram) — {res['machine']['cores']} cores, "
+                 f"{res['machine']['cpu'][:40]}")
+    fig.tight_layout()
+    fig.savefig(out / "latency_percentiles.png", dpi=110)
+    plt.close(fig)
 
 
 def write_report(res: dict[str, Any], out: Path) -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.hdr import percentiles_from_buckets
 from bench.micro import STEP_PHASES
 from bench.report import RESULTS_SCHEMA_KEYS
 from bench.run import run_bench
@@ -47,6 +48,10 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
         assert row["measured"] > 0 and row["drained"] is True, row  # 200 ev/s is far below every pipeline's rate
         assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert len(row["cdf_ms"]) == 101
+        hdr = row["hdr"]  # every measured latency, in µs buckets
+        assert hdr["unit"] == "us" and hdr["count"] == row["measured"] == sum(b[2] for b in hdr["buckets"])
+        assert hdr["min"] <= percentiles_from_buckets(hdr["buckets"], [50])[0] <= hdr["max"] * 1.01
+        assert abs(hdr["max"] / 1e3 - row["max_ms"]) <= 0.001 + row["max_ms"] / 128
     assert all(r["completed"] for r in res["throughput"]), res["throughput"]
     for r in res["throughput"] + res["throughput_vs_batch"]:  # CPU per event of each process in the burst
         assert r["client_cpu_us_per_event"] > 0
@@ -68,7 +73,7 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     md = (out / "results.md").read_text()
     assert "| pipeline | rate ev/s |" in md and "profilestream bench run --smoke" in md
     assert "## Sustained throughput" in md
-    for png in ("latency_cdf.png", "throughput_vs_batch.png"):
+    for png in ("latency_cdf.png", "latency_percentiles.png", "throughput_vs_batch.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
