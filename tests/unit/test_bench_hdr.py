@@ -50,3 +50,16 @@ def test_reading_percentiles_back_from_stored_buckets() -> None:
         percentiles_from_buckets(stored, [101])
     with pytest.raises(ValueError):
         percentiles_from_buckets([], [50])
+
+
+def test_results_json_keeps_number_lists_on_one_line_and_loads_back_equal() -> None:
+    import json
+
+    from bench.report import dumps_results
+
+    h = HdrHistogram(7)
+    h.record(np.random.default_rng(2).lognormal(8, 1, 1000))
+    res = {"latency": [{"pipeline": "p", "hdr": h.to_json(), "cdf_ms": [0.5, -1e-3, 2.0e5]}], "note": ["a", 1]}
+    text = dumps_results(res)
+    assert json.loads(text) == res
+    assert text.count("\n") < 1.2 * len(h.buckets())  # about one line per bucket, not five
