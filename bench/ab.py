@@ -1,6 +1,6 @@
 """`profilestream bench ab`: does a worker setting change what an event costs?
 
-Alternating rounds of two (or more) variants of the worker's settings, each round a fresh
+Alternating rounds of two variants (the CLI's A and B; `run_ab` takes any number) of the worker's settings, each round a fresh
 full-pipeline worker per variant: a warm-up burst, a measured burst (events/s and the CPU time
 per event of the worker, the broker and the bench client), then a latency run at a low rate.
 Alternating the variants spreads this machine's drift over both; the spread across rounds says
@@ -9,6 +9,7 @@ how much of a difference is noise.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -80,7 +81,7 @@ def run_ab(base: Settings, variants: dict[str, dict[str, str]], *, rounds: int, 
         mine = [r for r in rows if r["variant"] == name]
         entry: dict[str, Any] = {"variant": name, "settings": variants[name]}
         for key, _, _ in METRICS:
-            vals = [r[key] for r in mine if r.get(key) is not None and r[key] == r[key]]
+            vals = [r[key] for r in mine if r.get(key) is not None and not math.isnan(r[key])]
             entry[key] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals)} if vals else None
         summary.append(entry)
     return {"rounds": rounds, "events": events, "rate": rate, "seconds": time.time() - t0, "runs": rows,

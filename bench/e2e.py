@@ -48,23 +48,27 @@ def cpu_seconds(pid: int | None = None) -> float | None:
 class _CpuMeter:
     """CPU time used by the worker, the broker and this bench process (its producer and consumer
     threads included) between `start()` and `stop()`, per event: what each side costs an event,
-    independent of how the two cores were shared out between them while it ran."""
+    independent of how the two cores were shared out between them while it ran. A process whose
+    pid is unknown (None, or -1 for a broker this bench did not start) reads as None."""
 
     def __init__(self, worker_pid: int | None, broker_pid: int | None) -> None:
-        self.pids = {"worker": worker_pid, "broker": broker_pid if broker_pid and broker_pid > 0 else None,
-                     "client": None}
+        self.pids: dict[str, int | None] = {"worker": worker_pid if worker_pid and worker_pid > 0 else None,
+                                            "broker": broker_pid if broker_pid and broker_pid > 0 else None,
+                                            "client": os.getpid()}
         self.t0: dict[str, float | None] = {}
         self.wall0 = 0.0
 
+    def _read(self) -> dict[str, float | None]:
+        return {k: cpu_seconds(pid) if pid is not None else None for k, pid in self.pids.items()}
+
     def start(self) -> None:
-        self.t0 = {k: (cpu_seconds(pid) if k == "client" or pid else None) for k, pid in self.pids.items()}
+        self.t0 = self._read()
         self.wall0 = time.perf_counter()
 
     def stop(self, n: int) -> dict[str, float | None]:
         wall = time.perf_counter() - self.wall0
         out: dict[str, float | None] = {}
-        for k, pid in self.pids.items():
-            t1 = cpu_seconds(pid) if k == "client" or pid else None
+        for k, t1 in self._read().items():
             t0 = self.t0.get(k)
             used = t1 - t0 if t0 is not None and t1 is not None else None
             out[f"{k}_cpu_us_per_event"] = used / n * 1e6 if used is not None else None
