@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import BrokerError
@@ -32,6 +32,9 @@ KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", (DEPLOY_DIR
 
 @dataclass(frozen=True)
 class BrokerInfo:
+    """Where a broker runs. `pid` -1: not managed by this state dir. `started_by_us`: this call of
+    `broker_up` started it (so the caller stops it when done); False when it was already running."""
+
     pid: int
     port: int
     controller_port: int
@@ -196,7 +199,9 @@ def broker_up(settings: Settings, *, controller_port: int | None = None, heap: s
     rec = _read_record(settings)
     if rec is not None and _pid_alive(rec.pid):
         wait_reachable(settings.with_(bootstrap_servers=rec.bootstrap), timeout=timeout)
-        return rec
+        # This state dir's broker, started by an earlier `broker up`: this caller did not start it,
+        # so it must not stop it either (a demo or bench run leaves a broker up as it found it).
+        return replace(rec, started_by_us=False)
     if check_reachable(settings.bootstrap_servers, timeout=2.0):
         # Something else (a broker of another state dir, docker compose) already serves it: use it.
         return BrokerInfo(pid=-1, port=port, controller_port=cport, bootstrap=settings.bootstrap_servers,

@@ -53,8 +53,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
                 raise SystemExit("--tls-port and --tls-keystore go together")
             tls = TlsListener(args.tls_port, args.tls_keystore, os.environ.get("PROFILESTREAM_BROKER_TLS_PASSWORD", ""))
         info = broker_up(s, tls=tls)
-        where = f"pid {info.pid}, data {info.data_dir}, log {info.log_file}" if info.started_by_us else info.data_dir
-        print(f"Kafka {'' if info.started_by_us else '(already running, not ours) '}ready at {info.bootstrap}  ({where})")
+        ours = info.pid > 0  # managed by this state dir (started now or by an earlier `broker up`)
+        where = f"pid {info.pid}, data {info.data_dir}, log {info.log_file}" if ours else info.data_dir
+        state = "" if info.started_by_us else "(already running) " if ours else "(already running, not ours) "
+        print(f"Kafka {state}ready at {info.bootstrap}  ({where})")
     elif args.action == "down":
         rec = broker_down(s)
         print(f"stopped Kafka pid {rec.pid} at {rec.bootstrap}" if rec else f"no broker of {s.state_dir} is running")
