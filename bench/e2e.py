@@ -52,9 +52,8 @@ class _CpuMeter:
     pid is unknown (None, or -1 for a broker this bench did not start) reads as None."""
 
     def __init__(self, worker_pid: int | None, broker_pid: int | None) -> None:
-        self.pids: dict[str, int | None] = {"worker": worker_pid if worker_pid and worker_pid > 0 else None,
-                                            "broker": broker_pid if broker_pid and broker_pid > 0 else None,
-                                            "client": os.getpid()}
+        pids = {"worker": worker_pid, "broker": broker_pid, "client": os.getpid()}
+        self.pids: dict[str, int | None] = {k: pid if pid and pid > 0 else None for k, pid in pids.items()}
         self.t0: dict[str, float | None] = {}
         self.wall0 = 0.0
 

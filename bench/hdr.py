@@ -12,7 +12,7 @@ percentile distribution from them.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -48,10 +48,9 @@ class HdrHistogram:
         return top << shift, (top + 1) << shift
 
     # recording and reading -----------------------------------------------------------
-    def record(self, values: Iterable[float] | np.ndarray) -> None:
+    def record(self, values: Sequence[float] | np.ndarray) -> None:
         """Add values (rounded to integers; negative values count as 0)."""
-        v = np.maximum(np.rint(np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
-                                          dtype=np.float64)), 0).astype(np.int64)
+        v = np.maximum(np.rint(np.asarray(values, dtype=np.float64)), 0).astype(np.int64)
         if not v.size:
             return
         idx, n = np.unique(self.index(v), return_counts=True)
