@@ -132,6 +132,8 @@ def start_pipeline(kind: str, base: Settings, workdir: Path, *, batch_size: int 
         return Pipeline("Faust echo floor", s, n.raw, s.topic("echo.out"), lambda v: float(v["ts"]), w)
     w = WorkerProcess(s, s.state_dir / "worker.log").start()
     label = f"pipeline batch={batch_size}" if batch_size > 1 else "pipeline per event"
+    if s.single_hop:
+        label += " single-hop"
     return Pipeline(label, s, n.raw, n.recommendations, lambda v: float(v["source_event_ts"]), w, coalesces=True)
 
 
@@ -160,7 +162,7 @@ def _produce(p: Pipeline, *, rate: float | None, n: int, items: list[str], users
     from confluent_kafka import Producer
 
     conf = p.settings.confluent_config()
-    conf.update({"linger.ms": 0 if rate and rate <= 2000 else 2, "acks": "all"})
+    conf.update({"linger.ms": 0 if rate and rate <= 2000 else 2, "acks": "all", "partitioner": "murmur2_random"})
     prod = Producer(conf)
     rng = np.random.default_rng(0)
     uids = rng.integers(1, users + 1, n)

@@ -84,9 +84,12 @@ def write_markdown(res: dict[str, Any]) -> str:
                                     ("sustained events/s", "sustained_mark", ""), ("steps: rate → p99 ms", "steps_text", "")]),
               "", "A step holds (✓) when its p99 stays under the bound and the pipeline works off every event it "
               "was sent; the rate doubles until a step fails (✗), then bisects. '≥' = no step failed within the ramp.",
-              "", f"Sustained events/s per worker (full pipeline, best micro-batch): "
+              "", f"Sustained events/s per worker (full pipeline in its default two-hop mode, best micro-batch): "
                   f"**{res['sustained_events_per_s_per_worker']:.0f}** at p99 ≤ {res['p99_bound_ms']:.0f} ms; "
-                  f"max burst (above): {res['max_burst_events_per_s_per_worker']:.0f}", "",
+                  f"max burst (above): {res['max_burst_events_per_s_per_worker']:.0f}"
+                  + (f"; single-hop mode (PROFILESTREAM_SINGLE_HOP=1): "
+                     f"**{res['sustained_events_per_s_per_worker_single_hop']:.0f}**"
+                     if "sustained_events_per_s_per_worker_single_hop" in res else ""), "",
               "## Throughput vs micro-batch size (full pipeline, one worker, burst)", "",
               _md_table([_with_ceiling(r) for r in res["throughput_vs_batch"]],
                         [("batch size", "batch", "d"), ("events/s", "events_per_s", ".0f"), *CPU_COLS]),

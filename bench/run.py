@@ -51,12 +51,15 @@ def run_bench(settings: Settings, out: Path, *, smoke: bool, rates: list[float],
         # The batched pipeline of the latency and ramp runs: the worker's default batch size (what
         # users run) when the sweep includes it, else the sweep's largest.
         batched = s.batch_size if s.batch_size in batches and s.batch_size > 1 else max(batches)
-        kinds: list[tuple[str, int]] = [("transport", 1)] + ([] if smoke else [("echo", 1), ("pipeline", 1)]) \
-            + [("pipeline", batched)]
+        # (kind, batch, single-hop): the floors, the default two-hop pipeline per event and
+        # batched, and the batched pipeline in single-hop mode (one Faust hop fewer).
+        kinds: list[tuple[str, int, bool]] = [("transport", 1, False)] \
+            + ([] if smoke else [("echo", 1, False), ("pipeline", 1, False)]) + [("pipeline", batched, False)] \
+            + ([] if smoke else [("pipeline", batched, True)])
         n_max = 2000 if smoke else 20000
-        for kind, bs in kinds:
-            print(f"{kind} (batch {bs}):", file=sys.stderr)
-            p = start_pipeline(kind, s, tmp, batch_size=bs)
+        for kind, bs, single_hop in kinds:
+            print(f"{kind} (batch {bs}{', single-hop' if single_hop else ''}):", file=sys.stderr)
+            p = start_pipeline(kind, s.with_(single_hop=single_hop), tmp, batch_size=bs)
             try:
                 for rate in rates:
                     res["latency"].append(latency_run(p, rate=rate, seconds=seconds, warmup=min(1.0, seconds / 3),
@@ -70,9 +73,11 @@ def run_bench(settings: Settings, out: Path, *, smoke: bool, rates: list[float],
             finally:
                 p.stop()
         print("throughput vs micro-batch size:", file=sys.stderr)
+        two_hop_batched = next(r for r in res["throughput"] if r["pipeline"] == f"pipeline batch={batched}"
+                               or (batched == 1 and r["pipeline"] == "pipeline per event"))
         for bs in batches:
             if bs == batched:  # measured above with the same worker settings
-                res["throughput_vs_batch"].append({"batch": bs, **res["throughput"][-1]})
+                res["throughput_vs_batch"].append({"batch": bs, **two_hop_batched})
                 continue
             p = start_pipeline("pipeline", s, tmp, batch_size=bs)
             try:
@@ -85,7 +90,12 @@ def run_bench(settings: Settings, out: Path, *, smoke: bool, rates: list[float],
             broker_down(s)
     pipe = [r["events_per_s"] for r in res["throughput_vs_batch"] if r["completed"]]
     res["max_burst_events_per_s_per_worker"] = max(pipe) if pipe else float("nan")
-    ramps = [r["sustained_events_per_s"] for r in res["sustained"] if r["pipeline"].startswith("pipeline")]
+    # The headline is the default (two-hop) pipeline; single-hop has its own rows and key.
+    ramps = [r["sustained_events_per_s"] for r in res["sustained"]
+             if r["pipeline"].startswith("pipeline") and not r["pipeline"].endswith("single-hop")]
+    hop1 = [r["sustained_events_per_s"] for r in res["sustained"] if r["pipeline"].endswith("single-hop")]
+    if hop1:
+        res["sustained_events_per_s_per_worker_single_hop"] = max(hop1)
     res["sustained_events_per_s_per_worker"] = max(ramps) if ramps else float("nan")
     res["p99_bound_ms"] = p99_bound_ms
     res["seconds"] = time.time() - t_start

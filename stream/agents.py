@@ -1,5 +1,8 @@
-"""The two agents: normalize (events.raw → events | events.dlq) and profile (events → state
-table → profiles + recommendations)."""
+"""The agents. Two-hop mode (the default): normalize (events.raw → events | events.dlq) and
+profile (events → state table → profiles + recommendations). Single-hop mode
+(PROFILESTREAM_SINGLE_HOP=1, for producers that key events.raw by user_id): one profile agent
+validates and applies straight from events.raw, saving the re-keying hop (docs/operations.md,
+"Single-hop mode")."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from aiokafka.partitioner import murmur2
 from faust import streams as faust_streams
 from faust.types import EventT
 
@@ -21,7 +25,7 @@ from .records import dlq_record, encode, pseudonymise
 if TYPE_CHECKING:
     from .app import ProfilestreamApp
 
-__all__ = ["declare", "ProfileProcessor", "GapWatch", "GAP_LOG_PREFIX"]
+__all__ = ["declare", "ProfileProcessor", "Normalizer", "GapWatch", "GAP_LOG_PREFIX", "RAW_SOURCE_BASE"]
 
 log = logging.getLogger("profilestream.agents")
 
@@ -55,6 +59,13 @@ def _as_current(event: EventT) -> None:
     # partition of its events, as co-partitioning requires.
     faust_streams._current_event.set(weakref.ref(event))
 
+
+#: A user's state keeps the source position (partition, offset) of its last applied event, and
+#: skips an event at or before it. In single-hop mode that position is one of events.raw, in
+#: two-hop mode one of events; offsets of two topics must never be compared, so a raw position is
+#: stored with this added to its partition. A deployment switched between the modes then compares
+#: no position across topics (the event-id window still recognises re-sent events).
+RAW_SOURCE_BASE = 1 << 16
 
 #: The start of the warning `GapWatch` logs; the chaos harness counts these lines in worker logs.
 GAP_LOG_PREFIX = "offset gap"
@@ -117,11 +128,86 @@ def is_current(app: Any, fe: EventT) -> bool:
     return False
 
 
-class ProfileProcessor:
-    """Applies a micro-batch of normalised events to the state table and emits outputs."""
+class Normalizer:
+    """Validation of one raw event (events.raw), shared by the normalize agent and the
+    single-hop profile agent: an `Event`, or None after the message went to the DLQ with its
+    reason. With `require_user_key`, an event whose message key is not its user_id also goes to the
+    DLQ: in single-hop mode the key decides the partition, and so which worker and which state
+    partition see the user's events, in order."""
 
-    def __init__(self, app: "ProfilestreamApp") -> None:
+    def __init__(self, app: "ProfilestreamApp", *, require_user_key: bool = False) -> None:
         self.app = app
+        self.s = app.ps_settings
+        self.m = app.metrics
+        self.require_user_key = require_user_key
+        self._warned: set[int] = set()
+
+    def _check_partitioner(self, msg: Any) -> None:
+        """Single-hop mode keeps a user's state in the partition of its raw events. Any
+        partitioner that is consistent per key works, but only Kafka's default (murmur2, which
+        Faust uses for `events`) puts a user where two-hop mode keeps its state; after a switch
+        between the modes, users placed otherwise would start from an empty state. Counted and
+        logged once per partition, never rejected."""
+        want = (murmur2(msg.key) & 0x7FFFFFFF) % self.s.partitions
+        if want != msg.partition:
+            self.m.raw_partition_mismatch.inc()
+            if msg.partition not in self._warned:
+                self._warned.add(msg.partition)
+                log.warning("%s[%d] holds key %r, which Kafka's default (murmur2) partitioner puts on partition "
+                            "%d: fine in single-hop mode, but a switch to two-hop mode would start such users "
+                            "from an empty state. Produce with the Java client's default partitioner "
+                            "(confluent-kafka/librdkafka: partitioner=murmur2_random). Logged once per partition; "
+                            "counted in profilestream_raw_partition_mismatch_total", msg.topic, msg.partition,
+                            msg.key[:80], want)
+
+    async def _dlq(self, msg: Any, reason: str) -> None:
+        self.m.dlq.labels("normalize").inc()
+        log.info("DLQ %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+        await self.app.dlq_topic.send(  # type: ignore[attr-defined]
+            key=msg.key, value=dlq_record(reason, msg.value, stage="normalize", topic=msg.topic,
+                                          partition=msg.partition, offset=msg.offset, key=msg.key))
+
+    async def __call__(self, fe: EventT) -> Event | None:
+        msg = fe.message
+        self.m.events_in.inc()
+        try:
+            ev = parse_event(msg.value, max_bytes=self.s.max_event_bytes)
+        except Exception as exc:  # noqa: BLE001 - no input may stop the worker
+            if isinstance(exc, InvalidEvent):
+                reason = str(exc)
+            else:  # a validator bug: still route the message, and say so loudly in the log
+                reason = f"could not validate ({type(exc).__name__}: {str(exc)[:200]})"
+                log.exception("validator raised on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            await self._dlq(msg, reason)
+            return None
+        if self.require_user_key and msg.key != ev.user_id.encode():
+            shown = "no key" if msg.key is None else f"key {msg.key[:80]!r}"
+            await self._dlq(msg, f"message has {shown} but user_id {ev.user_id[:80]!r}: single-hop mode "
+                                 "(PROFILESTREAM_SINGLE_HOP=1) needs events.raw keyed by user_id; produce with "
+                                 "key=user_id, or run the workers with PROFILESTREAM_SINGLE_HOP=0")
+            return None
+        if self.require_user_key:
+            self._check_partitioner(msg)
+        self.m.events_valid.inc()
+        if ev.event_id is None:
+            # The raw message's position identifies it: if the event is sent on (two-hop mode)
+            # and the agent is stopped before its offset is committed, the re-sent copy gets the
+            # same id and the profile stage skips it (its position check only covers its own topic).
+            ev = dataclasses.replace(ev, event_id=f"{msg.topic}:{msg.partition}:{msg.offset}")
+        if self.s.pseudonym_key:  # no raw id goes past this point: not into state, not into outputs
+            ev = dataclasses.replace(ev, user_id=pseudonymise(ev.user_id, self.s.pseudonym_key))
+        return ev
+
+
+class ProfileProcessor:
+    """Applies a micro-batch of normalised events to the state table and emits outputs. In
+    single-hop mode (`normalizer` given) the batch holds raw events, validated here first."""
+
+    def __init__(self, app: "ProfilestreamApp", normalizer: Normalizer | None = None) -> None:
+        self.app = app
+        self.normalizer = normalizer
+        #: added to a message's partition to make the source position stored in the state
+        self.source_base = RAW_SOURCE_BASE if normalizer is not None else 0
         self.model = app.model
         self.table = app.state_table  # type: ignore[attr-defined]
         self.k = app.ps_settings.top_k
@@ -151,12 +237,19 @@ class ProfileProcessor:
         per_user: dict[bytes, list[list[tuple[EventT, Event]]]] = {}
         for fe in batch:
             self.gaps.see(fe.message)
-            key = fe.message.key
-            try:
-                ev = Event(**json.loads(fe.message.value))
-            except (TypeError, ValueError) as exc:  # not written by our normalize agent
-                await self._dlq(fe, f"event on the normalised topic is unreadable: {exc}")
-                continue
+            if self.normalizer is not None:
+                maybe = await self.normalizer(fe)
+                if maybe is None:
+                    continue
+                ev = maybe
+                key = ev.user_id.encode()  # the raw id's pseudonym when pseudonymisation is on
+            else:
+                key = fe.message.key
+                try:
+                    ev = Event(**json.loads(fe.message.value))
+                except (TypeError, ValueError) as exc:  # not written by our normalize agent
+                    await self._dlq(fe, f"event on the normalised topic is unreadable: {exc}")
+                    continue
             segs = per_user.setdefault(key, [[]])
             segs[-1].append((fe, ev))
             if ev.type == "forget":
@@ -183,7 +276,8 @@ class ProfileProcessor:
                            states: dict[bytes, UserState]) -> None:
         batch_in = []
         for key, seg in work:
-            evs = [Pending(ev, fe.message.partition, fe.message.offset) for fe, ev in seg if ev.type != "forget"]
+            evs = [Pending(ev, self.source_base + fe.message.partition, fe.message.offset)
+                   for fe, ev in seg if ev.type != "forget"]
             batch_in.append((states[key], evs))
         results = self.model.apply(batch_in)
         emit: list[tuple[bytes, str, UserState, float | None]] = []
@@ -228,58 +322,44 @@ class ProfileProcessor:
                  fe.message.offset)
 
 
-def declare(app: "ProfilestreamApp") -> None:
-    s = app.ps_settings
-    m = app.metrics
-    raw_gaps = GapWatch(m, _seek_targets(app))
+def _profile_agent(app: "ProfilestreamApp", topic: Any, processor: ProfileProcessor) -> None:
+    batch_size, window = app.ps_settings.batch_size, app.ps_settings.batch_window_ms / 1000.0
 
-    @app.agent(app.raw_topic, name="normalize")  # type: ignore[attr-defined]
-    async def normalize(stream: Any) -> None:
-        async for fe in stream.events():
-            if not is_current(app, fe):
-                continue
-            with app.inflight:
-                await normalize_one(fe)
-
-    async def normalize_one(fe: EventT) -> None:
-        msg = fe.message
-        raw_gaps.see(msg)
-        m.events_in.inc()
-        try:
-            ev = parse_event(msg.value, max_bytes=s.max_event_bytes)
-        except Exception as exc:  # noqa: BLE001 - no input may stop the worker
-            if isinstance(exc, InvalidEvent):
-                reason = str(exc)
-            else:  # a validator bug: still route the message, and say so loudly in the log
-                reason = f"could not validate ({type(exc).__name__}: {str(exc)[:200]})"
-                log.exception("validator raised on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-            m.dlq.labels("normalize").inc()
-            log.info("DLQ %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-            await app.dlq_topic.send(  # type: ignore[attr-defined]
-                key=msg.key, value=dlq_record(reason, msg.value, stage="normalize", topic=msg.topic,
-                                              partition=msg.partition, offset=msg.offset, key=msg.key))
-            return
-        m.events_valid.inc()
-        if ev.event_id is None:
-            # The raw message's position identifies it: if this agent is stopped after sending
-            # but before its offset is committed, the re-sent copy gets the same id and the
-            # profile stage skips it (its position check only covers the `events` topic).
-            ev = dataclasses.replace(ev, event_id=f"{msg.topic}:{msg.partition}:{msg.offset}")
-        if s.pseudonym_key:  # no raw id goes past this point: not into state, not into outputs
-            ev = dataclasses.replace(ev, user_id=pseudonymise(ev.user_id, s.pseudonym_key))
-        # Re-key by user: every event of a user lands on one partition of `events`, in order.
-        await app.events_topic.send(key=ev.user_id.encode(), value=encode(ev.to_json()))  # type: ignore[attr-defined]
-
-    processor = ProfileProcessor(app)
-
-    @app.agent(app.events_topic, name="profile")  # type: ignore[attr-defined]
+    @app.agent(topic, name="profile")
     async def profile(stream: Any) -> None:
-        if s.batch_size == 1:
+        if batch_size == 1:
             async for fe in stream.events():
                 await _to_completion(processor.process([fe]))
         else:
-            async for batch in stream.take_events(s.batch_size, within=s.batch_window_ms / 1000.0):
+            async for batch in stream.take_events(batch_size, within=window):
                 await _to_completion(processor.process(batch))
+
+
+def declare(app: "ProfilestreamApp") -> None:
+    s = app.ps_settings
+    m = app.metrics
+
+    if s.single_hop:
+        single = ProfileProcessor(app, Normalizer(app, require_user_key=True))
+        _profile_agent(app, app.raw_topic, single)  # type: ignore[attr-defined]
+    else:
+        normalize_one = Normalizer(app)
+        raw_gaps = GapWatch(m, _seek_targets(app))
+
+        @app.agent(app.raw_topic, name="normalize")  # type: ignore[attr-defined]
+        async def normalize(stream: Any) -> None:
+            async for fe in stream.events():
+                if not is_current(app, fe):
+                    continue
+                with app.inflight:
+                    raw_gaps.see(fe.message)
+                    ev = await normalize_one(fe)
+                    if ev is not None:
+                        # Re-key by user: every event of a user lands on one partition of `events`, in order.
+                        await app.events_topic.send(  # type: ignore[attr-defined]
+                            key=ev.user_id.encode(), value=encode(ev.to_json()))
+
+        _profile_agent(app, app.events_topic, ProfileProcessor(app))  # type: ignore[attr-defined]
 
     @app.timer(interval=2.0)
     async def report_lag() -> None:

@@ -28,12 +28,15 @@ def _settings_parent() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="micro-batch size, 1 = per event [PROFILESTREAM_BATCH_SIZE, 256]")
     g.add_argument("--batch-window-ms", type=float, help="micro-batch fill window [PROFILESTREAM_BATCH_WINDOW_MS, 5]")
     g.add_argument("--device", choices=["cpu", "cuda"], help="model device [PROFILESTREAM_DEVICE, cpu]")
+    g.add_argument("--single-hop", action="store_const", const=True, default=None,
+                   help="validate and apply straight from events.raw, which producers must key by user_id "
+                        "(saves the re-keying hop; docs/operations.md) [PROFILESTREAM_SINGLE_HOP, 0]")
     return p
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     keys = ("bootstrap_servers", "topic_prefix", "state_dir", "artifact", "partitions", "web_port", "top_k",
-            "batch_size", "batch_window_ms", "device")
+            "batch_size", "batch_window_ms", "device", "single_hop")
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
@@ -175,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "PROFILESTREAM_BROKER_TLS_PASSWORD (see docs/operations.md)")
     b.set_defaults(func=cmd_broker)
 
-    w = sub.add_parser("worker", parents=[sp], help="run a stream worker (normalize + profile agents)",
+    w = sub.add_parser("worker", parents=[sp], help="run a stream worker (normalize + profile agents, or one agent with --single-hop)",
                        description="Run one Faust worker. Several can run side by side with different "
                                    "--web-port and --state-dir; they share the work through the consumer group.")
     w.set_defaults(func=cmd_worker)

@@ -11,7 +11,7 @@ class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.events_in = Counter("profilestream_events_in", "raw events read by the normalize agent", registry=r)
+        self.events_in = Counter("profilestream_events_in", "raw events read by the validation stage", registry=r)
         self.events_valid = Counter("profilestream_events_valid", "events that passed validation", registry=r)
         self.events_applied = Counter("profilestream_events_applied", "events applied to a user state", registry=r)
         self.events_duplicate = Counter("profilestream_events_duplicate",
@@ -24,6 +24,10 @@ class WorkerMetrics:
         self.stale_events = Counter("profilestream_stale_events", "events left unprocessed and unacked because a "
                                     "rebalance began before they were (the partitions' next owner reads them again)",
                                     registry=r)
+        self.raw_partition_mismatch = Counter(
+            "profilestream_raw_partition_mismatch", "single-hop mode: raw events on another partition than Kafka's "
+            "default (murmur2) partitioner gives their key (state then does not survive a switch to two-hop mode)",
+            registry=r)
         self.forgets = Counter("profilestream_forgets", "users erased by forget events", registry=r)
         self.batch_size = Histogram("profilestream_batch_events", "events per profile micro-batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)

@@ -37,15 +37,20 @@ Message = dict[str, Any] | bytes | None | tuple[bytes | None, bytes | None]
 
 def produce_events(settings: Settings, events: Iterable[Message], *, rate: float | None = None,
                    limit: int | None = None, topic: str | None = None, progress: bool = True,
-                   on_send: Callable[[int, Message], None] | None = None) -> int:
+                   on_send: Callable[[int, Message], None] | None = None,
+                   partitioner: str = "murmur2_random") -> int:
     """Send events: dicts are JSON-encoded and keyed by user_id; bytes (and None, a null
-    value) are sent as they are, unkeyed; a (key, value) pair of bytes is sent exactly so."""
+    value) are sent as they are, unkeyed; a (key, value) pair of bytes is sent exactly so.
+    `partitioner` is librdkafka's; the default, murmur2_random, is the Java client's (and Faust's)."""
     from confluent_kafka import Producer
 
     ensure_topics(settings)
     topic = topic or topic_names(settings).raw
     conf = settings.confluent_config()
-    conf.update({"linger.ms": 2, "enable.idempotence": True, "message.max.bytes": 2_000_000})
+    # murmur2_random = the Java client's (and Faust's) partitioner: events.raw is then partitioned
+    # like the events topic, which single-hop mode relies on across a mode switch (docs/operations.md).
+    conf.update({"linger.ms": 2, "enable.idempotence": True, "message.max.bytes": 2_000_000,
+                 "partitioner": partitioner})
     producer = Producer(conf)
     bar = None
     if progress:

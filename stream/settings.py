@@ -53,6 +53,10 @@ class Settings:
     batch_size: int = _env("PROFILESTREAM_BATCH_SIZE", "max events per micro-batch; 1 = strictly per event",
                            default=256)
     batch_window_ms: float = _env("PROFILESTREAM_BATCH_WINDOW_MS", "max wait to fill a micro-batch", default=5.0)
+    single_hop: bool = _env("PROFILESTREAM_SINGLE_HOP",
+                            "1 = validate and apply in one agent straight from events.raw, which must then be keyed "
+                            "by user_id (mis-keyed events go to the DLQ); 0 = re-key through the events topic",
+                            default=False)
     device: Literal["cpu", "cuda"] = _env("PROFILESTREAM_DEVICE", "torch device of the model step", default="cpu")
     torch_threads: int = _env("PROFILESTREAM_TORCH_THREADS", "torch intra-op threads (and numpy BLAS threads) in a worker",
                               default=1)
@@ -102,7 +106,7 @@ class Settings:
         for f in fields(cls):
             raw = env.get(f.metadata["env"])
             if raw is not None and raw != "":
-                kwargs[f.name] = _coerce(f.name, f.type, raw)
+                kwargs[f.name] = _coerce(f.metadata["env"], f.type, raw)
         kwargs.update({k: v for k, v in overrides.items() if v is not None})
         for k in ("state_dir", "cache_dir", "artifact"):
             if isinstance(kwargs.get(k), str):
@@ -118,7 +122,8 @@ class Settings:
         out = []
         for f in fields(Settings):
             default = f.default if f.default is not MISSING else "(computed)"
-            out.append((f.metadata["env"], str(default), f.metadata["doc"]))
+            shown = str(int(default)) if isinstance(default, bool) else str(default)
+            out.append((f.metadata["env"], shown, f.metadata["doc"]))
         return out
 
     # ----------------------------------------------------------------- derived names
@@ -160,6 +165,13 @@ class Settings:
 
 def _coerce(name: str, typ: Any, raw: str) -> Any:
     t = str(typ)
+    if t in ("bool", "<class 'bool'>"):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"setting {name}: {raw!r} is not a yes/no value (use 1 or 0)")
     try:
         if t in ("int", "<class 'int'>"):
             return int(raw)

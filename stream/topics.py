@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .errors import BrokerError
 from .settings import Settings
 
-__all__ = ["TopicNames", "topic_names", "ensure_topics"]
+__all__ = ["TopicNames", "topic_names", "ensure_topics", "check_single_hop_partitions"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +66,20 @@ def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
             if exc.args[0].code() != 36:  # TOPIC_ALREADY_EXISTS: a concurrent creator won; fine
                 raise BrokerError(f"could not create topic {name}: {exc.args[0].str()}") from None
     return created
+
+
+def check_single_hop_partitions(settings: Settings, *, timeout: float = 30.0) -> None:
+    """In single-hop mode the state table is partitioned like events.raw (a user's state lives in
+    the partition of its raw events), so events.raw must have exactly `partitions` partitions.
+    Raises ConfigError naming both counts and the fix."""
+    from confluent_kafka.admin import AdminClient
+
+    from .errors import ConfigError
+
+    raw = topic_names(settings).raw
+    meta = AdminClient(settings.confluent_config()).list_topics(topic=raw, timeout=timeout)
+    have = len(meta.topics[raw].partitions) if raw in meta.topics and meta.topics[raw].error is None else None
+    if have is not None and have != settings.partitions:
+        raise ConfigError(f"{raw} has {have} partitions but PROFILESTREAM_PARTITIONS is {settings.partitions}: in "
+                          f"single-hop mode the state table is partitioned like {raw}; set "
+                          f"PROFILESTREAM_PARTITIONS={have}, or run with PROFILESTREAM_SINGLE_HOP=0")

@@ -46,7 +46,7 @@ def run_worker(settings: Settings) -> None:
 
     from .app import create_app
     from .broker import wait_reachable
-    from .topics import ensure_topics
+    from .topics import check_single_hop_partitions, ensure_topics
 
     from threadpoolctl import threadpool_limits
 
@@ -55,6 +55,8 @@ def run_worker(settings: Settings) -> None:
     threadpool_limits(settings.torch_threads, user_api="blas")
     wait_reachable(settings, timeout=15.0)
     ensure_topics(settings)
+    if settings.single_hop:
+        check_single_hop_partitions(settings)
     model = ProfileModel.load(settings.artifact_path, device=settings.device)
     notes = []
     if settings.ann_min_items and model.n_items >= settings.ann_min_items:
@@ -69,7 +71,8 @@ def run_worker(settings: Settings) -> None:
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, model)
     notes.insert(0, f"worker {settings.app_id}: model {model.model_version} ({model.n_items} items), batch "
-                    f"{settings.batch_size}/{settings.batch_window_ms:.1f} ms, topics {settings.topic_prefix}*, "
+                    f"{settings.batch_size}/{settings.batch_window_ms:.1f} ms, "
+                    f"{'single-hop (events.raw keyed by user)' if settings.single_hop else 'two-hop'}, topics {settings.topic_prefix}*, "
                     f"web :{settings.web_port}")
 
     @app.task

@@ -21,9 +21,10 @@ from .helpers import Outputs, assert_parity, by_user, caught_up
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("single_hop", [False, True], ids=["two-hop", "single-hop"])
 def test_sigkill_during_replay_loses_nothing_and_applies_nothing_twice(
-        stream_settings: Settings, worker_factory: Callable[..., Worker]) -> None:
-    s = stream_settings.with_(batch_size=64)
+        stream_settings: Settings, worker_factory: Callable[..., Worker], single_hop: bool) -> None:
+    s = stream_settings.with_(batch_size=64, single_hop=single_hop)
     # Without event_id: the normalize stage's redeliveries after a kill must be recognised by the id
     # it derives from the raw position (with the dataset's own ids they would be caught by those).
     events = list(islice(iter_dataset_events("ml-100k", s, event_ids=False), 6000))
@@ -48,7 +49,7 @@ def test_sigkill_during_replay_loses_nothing_and_applies_nothing_twice(
              what="every user caught up after the kills", poll=outputs.poll)
     worst = assert_parity(ProfileModel.load(s.artifact_path), outputs, histories, s.top_k)
     m = worker.metrics()
-    print(f"\n[kill -9 x2] recovery (restart until ready) {', '.join(f'{r:.1f} s' for r in recoveries)}; "
+    print(f"\n[kill -9 x2, single_hop={single_hop}] recovery (restart until ready) {', '.join(f'{r:.1f} s' for r in recoveries)}; "
           f"duplicates skipped by the last worker: {m['profilestream_events_duplicate_total']:.0f}; "
           f"max |diff| {worst:.1e}")
     outputs.close()

@@ -3,6 +3,7 @@ equal to the offline model pass (stream/batch parity)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable
 
@@ -20,20 +21,24 @@ pytestmark = pytest.mark.integration
 N_EVENTS = 5000
 
 
-@pytest.mark.parametrize("batch_size", [1, 64])
-def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable[..., Worker], batch_size: int) -> None:
-    s = stream_settings.with_(batch_size=batch_size)
+@pytest.mark.parametrize("batch_size,single_hop", [(1, False), (64, False), (64, True)],
+                         ids=["per-event", "batch64", "batch64-single-hop"])
+def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable[..., Worker], batch_size: int,
+                             single_hop: bool) -> None:
+    s = stream_settings.with_(batch_size=batch_size, single_hop=single_hop)
     events = list(iter_dataset_events("ml-100k", s))[:N_EVENTS]
     histories = by_user(events)
     assert len(events) == N_EVENTS and len(histories) >= 50
     worker = worker_factory(s).start()
     outputs = Outputs(s)
     t0 = time.perf_counter()
-    produce_events(s, events, progress=False)
+    # Single-hop mode works with any partitioner that is consistent per key: produce with
+    # librdkafka's own default (CRC32), not Kafka's murmur2, and expect the worker to notice.
+    produce_events(s, events, progress=False, partitioner="consistent_random" if single_hop else "murmur2_random")
     wait_for(lambda: caught_up(outputs, {u: len(h) for u, h in histories.items()}), timeout=240,
              what=f"profiles of {len(histories)} users", poll=outputs.poll)
     elapsed = time.perf_counter() - t0
-    print(f"\n[parity batch={batch_size}] {N_EVENTS} events, {len(histories)} users: {elapsed:.2f} s end to end "
+    print(f"\n[parity batch={batch_size} single_hop={single_hop}] {N_EVENTS} events, {len(histories)} users: {elapsed:.2f} s end to end "
           f"= {N_EVENTS / elapsed:.0f} events/s")
     worst = assert_parity(ProfileModel.load(s.artifact_path), outputs, histories, s.top_k)
     print(f"[parity batch={batch_size}] max |stream - offline| = {worst:.2e}; {outputs.validated} records schema-valid")
@@ -44,9 +49,11 @@ def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable
     outputs.close()
 
 
-def test_restart_recovers_state(stream_settings: Settings, worker_factory: Callable[..., Worker]) -> None:
+@pytest.mark.parametrize("single_hop", [False, True], ids=["two-hop", "single-hop"])
+def test_restart_recovers_state(stream_settings: Settings, worker_factory: Callable[..., Worker],
+                                single_hop: bool) -> None:
     """SIGTERM the worker, start it again: state comes back and parity holds for later events."""
-    s = stream_settings.with_(batch_size=32)
+    s = stream_settings.with_(batch_size=32, single_hop=single_hop)
     events = list(iter_dataset_events("ml-100k", s))[:3000]
     first, second = events[:1500], events[1500:]
     worker = worker_factory(s).start()
@@ -67,11 +74,13 @@ def test_restart_recovers_state(stream_settings: Settings, worker_factory: Calla
     outputs.close()
 
 
+@pytest.mark.parametrize("single_hop", [False, True], ids=["two-hop", "single-hop"])
 def test_bad_input_goes_to_dlq_and_good_events_are_applied(stream_settings: Settings,
-                                                           worker_factory: Callable[..., Worker]) -> None:
+                                                           worker_factory: Callable[..., Worker],
+                                                           single_hop: bool) -> None:
     from tests.malformed import MALFORMED
 
-    s = stream_settings.with_(batch_size=16)
+    s = stream_settings.with_(batch_size=16, single_hop=single_hop)
     good = list(iter_dataset_events("ml-100k", s))[:400]
     unknown_item = {"user_id": "zz-unknown", "item_id": "no-such-item", "type": "view", "ts": 893000000.0}
     mixed: list[Any] = []
@@ -82,15 +91,29 @@ def test_bad_input_goes_to_dlq_and_good_events_are_applied(stream_settings: Sett
             mixed.append(bad_payloads[j // 8])
     mixed.append(unknown_item)
     assert sum(1 for x in mixed if not isinstance(x, dict)) == len(MALFORMED) >= 25
+    # Valid events that are not keyed by their user_id: fine in two-hop mode (the normalize agent
+    # re-keys them), bad input in single-hop mode (the key decides the partition, hence the order).
+    unkeyed = [{**good[1], "user_id": "zz-miskeyed"}, {**good[2], "user_id": "zz-keyless"}]
+    mixed += [(b"someone-else", json.dumps(unkeyed[0]).encode()), json.dumps(unkeyed[1]).encode()]
     worker = worker_factory(s).start()
     pid = worker.proc.pid  # type: ignore[union-attr]
     outputs = Outputs(s)
     produce_events(s, mixed, progress=False)
     histories = by_user(good)
+    if not single_hop:
+        histories.update(by_user(unkeyed))
+    n_dlq = len(MALFORMED) + 1 + (len(unkeyed) if single_hop else 0)
     wait_for(lambda: caught_up(outputs, {u: len(h) for u, h in histories.items()})
-             and len(outputs.dlq) >= len(MALFORMED) + 1, timeout=120, what="good events applied and DLQ filled",
+             and len(outputs.dlq) >= n_dlq, timeout=120, what="good events applied and DLQ filled",
              poll=outputs.poll)
-    normalize_dlq = [d for d in outputs.dlq if d["stage"] == "normalize"]
+    key_dlq = [d for d in outputs.dlq if "keyed by user_id" in d["reason"]]
+    if single_hop:
+        assert sorted(json.loads(d["raw"])["user_id"] for d in key_dlq) == ["zz-keyless", "zz-miskeyed"]
+        assert all(d["stage"] == "normalize" and "PROFILESTREAM_SINGLE_HOP=0" in d["reason"] for d in key_dlq)
+        assert {"zz-keyless", "zz-miskeyed"}.isdisjoint(outputs.profiles)
+    else:
+        assert not key_dlq
+    normalize_dlq = [d for d in outputs.dlq if d["stage"] == "normalize" and d not in key_dlq]
     assert len(normalize_dlq) == len(MALFORMED)
     sent_bad = sorted((raw or b"") for raw in bad_payloads)
     import base64
@@ -105,4 +128,56 @@ def test_bad_input_goes_to_dlq_and_good_events_are_applied(stream_settings: Sett
     assert worker.alive() and worker.proc.pid == pid and worker.starts == 1  # type: ignore[union-attr]
     m = worker.metrics()
     assert m["profilestream_events_in_total"] == len(mixed)  # counters never reset: no restart
+    outputs.close()
+
+
+def test_single_hop_refuses_a_raw_topic_partitioned_unlike_the_state_table(stream_settings: Settings) -> None:
+    """In single-hop mode a user's state lives in the partition of its raw events, so a worker
+    must not start on an events.raw with another partition count: it names both counts and the fix."""
+    import subprocess
+    import sys
+
+    from stream.topics import ensure_topics
+
+    s = stream_settings
+    ensure_topics(s.with_(partitions=2))
+    proc = subprocess.run([sys.executable, "-m", "stream", "worker", "--single-hop", "--partitions", "3",
+                           "--bootstrap-servers", s.bootstrap_servers, "--topic-prefix", s.topic_prefix,
+                           "--state-dir", str(s.state_dir), "--artifact", str(s.artifact_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"{s.topic('events.raw')} has 2 partitions but PROFILESTREAM_PARTITIONS is 3" in proc.stderr
+    assert "set PROFILESTREAM_PARTITIONS=2, or run with PROFILESTREAM_SINGLE_HOP=0" in proc.stderr
+
+
+def test_switching_two_hop_to_single_hop_keeps_state_and_skips_nothing(stream_settings: Settings,
+                                                                       worker_factory: Callable[..., Worker]) -> None:
+    """A deployment moved to single-hop mode keeps its users' state, and the position check does
+    not compare offsets of events.raw with those of events: the first half goes through two-hop mode
+    with every raw event under one key (so one raw partition, while `events` spreads them by user);
+    the second half, keyed by user, then starts at low offsets on the other raw partitions, below
+    the `events` offsets those users' states hold."""
+    s = stream_settings.with_(batch_size=32)
+    events = list(iter_dataset_events("ml-100k", s))[:3000]
+    first, second = events[:1500], events[1500:]
+    two_hop = worker_factory(s, "two-hop").start()
+    outputs = Outputs(s)
+    produce_events(s, [(b"one-key", json.dumps(ev).encode()) for ev in first], progress=False)
+    wait_for(lambda: caught_up(outputs, {u: len(h) for u, h in by_user(first).items()}), timeout=120,
+             what="first half applied (two-hop)", poll=outputs.poll)
+    assert two_hop.stop() == 0, two_hop.tail()
+    single = worker_factory(s.with_(single_hop=True), "single-hop").start()
+    produce_events(s, second, progress=False)
+    histories = by_user(events)
+    wait_for(lambda: caught_up(outputs, {u: len(h) for u, h in histories.items()}), timeout=120,
+             what="second half applied (single-hop)", poll=outputs.poll)
+    assert [u for u in by_user(second) if u in by_user(first)], "the second half must continue users of the first"
+    assert_parity(ProfileModel.load(s.artifact_path), outputs, histories, s.top_k)
+    m = single.metrics()
+    assert m["profilestream_events_applied_total"] == len(second)
+    assert m["profilestream_events_duplicate_total"] == 0
+    # produce_events uses murmur2_random, the Java client's partitioner: the worker's own
+    # murmur2 check must agree with librdkafka's placement of every event
+    assert m["profilestream_raw_partition_mismatch_total"] == 0
+    assert not outputs.dlq
     outputs.close()

@@ -22,3 +22,16 @@ def test_command_without_broker_names_the_cause_and_the_fix(argv: list[str], tmp
     assert "profilestream broker up" in lines[-1]
     assert "Traceback" not in proc.stderr
     assert len(lines) <= 3, lines[:10]  # not one librdkafka line per reconnect attempt
+
+
+def test_single_hop_setting_reads_yes_no_values_and_rejects_others() -> None:
+    from stream.errors import ConfigError
+    from stream.settings import Settings
+
+    for raw, want in (("1", True), ("true", True), ("on", True), ("0", False), ("no", False), ("OFF", False)):
+        assert Settings.from_env(environ={"PROFILESTREAM_SINGLE_HOP": raw}).single_hop is want
+    assert Settings.from_env(environ={}).single_hop is False
+    with pytest.raises(ConfigError, match="PROFILESTREAM_SINGLE_HOP: .maybe. is not a yes/no value"):
+        Settings.from_env(environ={"PROFILESTREAM_SINGLE_HOP": "maybe"})
+    shown = {env: default for env, default, _ in Settings.describe()}
+    assert shown["PROFILESTREAM_SINGLE_HOP"] == "0"
