@@ -90,7 +90,7 @@ def write_markdown(res: dict[str, Any]) -> str:
                   + (f"; single-hop mode (PROFILESTREAM_SINGLE_HOP=1): "
                      f"**{res['sustained_events_per_s_per_worker_single_hop']:.0f}**"
                      if "sustained_events_per_s_per_worker_single_hop" in res else ""), "",
-              "## Throughput vs micro-batch size (full pipeline, one worker, burst)", "",
+              "## Throughput vs micro-batch size (full pipeline, default two-hop mode, one worker, burst)", "",
               _md_table([_with_ceiling(r) for r in res["throughput_vs_batch"]],
                         [("batch size", "batch", "d"), ("events/s", "events_per_s", ".0f"), *CPU_COLS]),
               "", "## Model step (per event)", "",
@@ -161,7 +161,7 @@ def _plots(res: dict[str, Any], out: Path) -> list[str]:
         ax.set_xlabel("micro-batch size (events)")
         ax.set_ylabel("events/s, one worker")
         ax.set_ylim(bottom=0)  # from zero: the differences between batch sizes are not magnified
-        ax.set_title("Full pipeline throughput vs micro-batch size")
+        ax.set_title("Full pipeline (two-hop) throughput vs micro-batch size")
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
         fig.savefig(out / "throughput_vs_batch.png", dpi=110)
