@@ -180,13 +180,13 @@ class Normalizer:
                 log.exception("validator raised on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
             await self._dlq(msg, reason)
             return None
-        if self.require_user_key and msg.key != ev.user_id.encode():
-            shown = "no key" if msg.key is None else f"key {msg.key[:80]!r}"
-            await self._dlq(msg, f"message has {shown} but user_id {ev.user_id[:80]!r}: single-hop mode "
-                                 "(PROFILESTREAM_SINGLE_HOP=1) needs events.raw keyed by user_id; produce with "
-                                 "key=user_id, or run the workers with PROFILESTREAM_SINGLE_HOP=0")
-            return None
         if self.require_user_key:
+            if msg.key != ev.user_id.encode():
+                shown = "no key" if msg.key is None else f"key {msg.key[:80]!r}"
+                await self._dlq(msg, f"message has {shown} but user_id {ev.user_id[:80]!r}: single-hop mode "
+                                     "(PROFILESTREAM_SINGLE_HOP=1) needs events.raw keyed by user_id; produce with "
+                                     "key=user_id, or run the workers with PROFILESTREAM_SINGLE_HOP=0")
+                return None
             self._check_partitioner(msg)
         self.m.events_valid.inc()
         if ev.event_id is None:

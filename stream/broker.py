@@ -166,6 +166,17 @@ def wait_reachable(settings: Settings, *, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 random bytes in URL-safe base64, 22 characters. Like Kafka's
+    own `Uuid.randomUuid()`, it never starts with '-': `kafka-storage format -t -x…` reads such an
+    id as an option and fails ("argument --cluster-id/-t: expected one argument"), which made one
+    fresh broker start in 64 fail."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
 def _port_of(bootstrap: str) -> int:
     host_port = bootstrap.split(",")[0].strip()
     return int(host_port.rsplit(":", 1)[1])
@@ -232,7 +243,7 @@ def broker_up(settings: Settings, *, controller_port: int | None = None, heap: s
            f"-Dlog4j2.configurationFile={DEPLOY_DIR / 'log4j2.yaml'}", f"-Dkafka.logs.dir={log_dir}",
            "-cp", f"{jars}/*"]
     if not formatted:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         proc = subprocess.run(jvm + ["kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(cfg)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
