@@ -28,6 +28,7 @@ from stream.consume import OutputFollower
 from stream.process import WorkerProcess, free_port
 from stream.replay import iter_dataset_events, produce_events
 from stream.settings import Settings
+from stream.stall import EXIT_STALLED
 from stream.topics import ensure_topics
 
 __all__ = ["run_chaos", "run_fuzz", "Scenario"]
@@ -53,6 +54,9 @@ class _Workers:
         self.workers: list[WorkerProcess] = []
         self.killed_by_us: set[int] = set()  # PIDs the harness stopped itself
         self.crashes = 0
+        #: restarts of workers that exited with EXIT_STALLED (stream/stall.py), as a supervisor would
+        self.stall_restarts = 0
+        self.last_restart_at = 0.0
 
     def add(self) -> WorkerProcess:
         n = len(self.workers)
@@ -65,10 +69,20 @@ class _Workers:
         return [w for w in self.workers if w.alive()]
 
     def check_crashes(self) -> None:
+        """Count workers that died on their own. One the stall watchdog stopped (exit status
+        EXIT_STALLED) is started again, as the supervisor the watchdog asks for would, and counted
+        in `stall_restarts` instead."""
         for w in self.workers:
             if w.proc is not None and w.proc.poll() is not None and w.proc.pid not in self.killed_by_us:
-                self.crashes += 1
                 self.killed_by_us.add(w.proc.pid)  # count once
+                if w.proc.returncode == EXIT_STALLED:
+                    self.stall_restarts += 1
+                    print(f"  worker stalled and exited ({EXIT_STALLED}); starting it again; log {w.log}",
+                          file=sys.stderr)
+                    w.start(ready_timeout=180)
+                    self.last_restart_at = time.monotonic()
+                    continue
+                self.crashes += 1
                 print(f"  worker crashed (exit {w.proc.returncode}); log {w.log}", file=sys.stderr)
 
     def stop(self, w: WorkerProcess, sig: int) -> None:
@@ -96,7 +110,7 @@ def _settle(follower: OutputFollower, workers: _Workers, expected: dict[str, int
         workers.check_crashes()
         if all(follower.profiles.get(u, {}).get("events_seen") == c for u, c in expected.items()) and also():
             return
-        if time.monotonic() - follower.last_record_at > idle:
+        if time.monotonic() - max(follower.last_record_at, workers.last_restart_at) > idle:
             return
 
 
@@ -193,7 +207,7 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
         workers.check_crashes()
         summary = {"scenario": scenario, "standby_replicas": s.standby_replicas, "events": n, "event_ids": event_ids,
                    "users_checked": len(histories), "lost": lost, "applied_twice": twice,
-                   "worker_crashes": workers.crashes, "dlq": len(follower.dlq), "stale_records": follower.stale,
+                   "worker_crashes": workers.crashes, "stall_restarts": workers.stall_restarts, "dlq": len(follower.dlq), "stale_records": follower.stale,
                    "offset_gaps": workers.offset_gaps(), "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery],
                    "seconds": round(elapsed, 1), "events_per_s": round(n / elapsed, 1)}
     finally:  # never leave a worker running, whatever went wrong

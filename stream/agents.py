@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -21,6 +22,8 @@ from faust.types import EventT
 from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pack_state, parse_event, unpack_state
 
 from .records import dlq_record, encode, pseudonymise
+from .stall import EXIT_STALLED, EndOffsets, StallWatch, assigned_source_partitions, records_behind
+from .topics import topic_names
 
 if TYPE_CHECKING:
     from .app import ProfilestreamApp
@@ -322,26 +325,54 @@ class ProfileProcessor:
                  fe.message.offset)
 
 
-def _profile_agent(app: "ProfilestreamApp", topic: Any, processor: ProfileProcessor) -> None:
+def _profile_agent(app: "ProfilestreamApp", topic: Any, processor: ProfileProcessor, watch: StallWatch) -> None:
     batch_size, window = app.ps_settings.batch_size, app.ps_settings.batch_window_ms / 1000.0
 
     @app.agent(topic, name="profile")
     async def profile(stream: Any) -> None:
         if batch_size == 1:
             async for fe in stream.events():
+                watch.saw_event()
                 await _to_completion(processor.process([fe]))
         else:
             async for batch in stream.take_events(batch_size, within=window):
+                watch.saw_event()
                 await _to_completion(processor.process(batch))
+
+
+def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str],
+                    gap_watches: list[GapWatch]) -> None:
+    """Every 5 s: exit with EXIT_STALLED once `watch` says the agents stalled (stream/stall.py)."""
+    end_offsets = EndOffsets(app.ps_settings.confluent_config())
+
+    @app.timer(interval=5.0)
+    async def stall_watchdog() -> None:
+        tps = assigned_source_partitions(app.consumer.assignment(), sources)
+        busy = bool(app.rebalancing) or not app.flow_control.is_active()
+        ends = await asyncio.get_running_loop().run_in_executor(None, end_offsets, tps) if tps and not busy else {}
+        seen = {tp: off for g in gap_watches for tp, (off, _) in g.last.items()}
+        behind = records_behind(ends, seen) if ends is not None else None
+        if watch.check(behind=behind, busy=busy or not tps):
+            log.error("stalled: the agents saw no event for %.0f s while %d records wait in %s and the broker "
+                      "answers (after a broker outage faust-streaming/aiokafka can stop fetching for good; "
+                      "docs/operations.md 'Stall watchdog'). Exiting with status %d so the supervisor starts a "
+                      "fresh worker, which resumes from the committed offsets (PROFILESTREAM_STALL_EXIT_S=0 "
+                      "turns this off)", watch.stall_s, behind, ", ".join(f"{t}[{p}]" for t, p in tps),
+                      EXIT_STALLED)
+            logging.shutdown()
+            os._exit(EXIT_STALLED)
 
 
 def declare(app: "ProfilestreamApp") -> None:
     s = app.ps_settings
     m = app.metrics
 
+    watch = StallWatch(s.stall_exit_s)
+    names = topic_names(s)
     if s.single_hop:
         single = ProfileProcessor(app, Normalizer(app, require_user_key=True))
-        _profile_agent(app, app.raw_topic, single)  # type: ignore[attr-defined]
+        _profile_agent(app, app.raw_topic, single, watch)  # type: ignore[attr-defined]
+        sources, gap_watches = {names.raw}, [single.gaps]
     else:
         normalize_one = Normalizer(app)
         raw_gaps = GapWatch(m, _seek_targets(app))
@@ -349,6 +380,7 @@ def declare(app: "ProfilestreamApp") -> None:
         @app.agent(app.raw_topic, name="normalize")  # type: ignore[attr-defined]
         async def normalize(stream: Any) -> None:
             async for fe in stream.events():
+                watch.saw_event()
                 if not is_current(app, fe):
                     continue
                 with app.inflight:
@@ -359,7 +391,11 @@ def declare(app: "ProfilestreamApp") -> None:
                         await app.events_topic.send(  # type: ignore[attr-defined]
                             key=ev.user_id.encode(), value=encode(ev.to_json()))
 
-        _profile_agent(app, app.events_topic, ProfileProcessor(app))  # type: ignore[attr-defined]
+        two = ProfileProcessor(app)
+        _profile_agent(app, app.events_topic, two, watch)  # type: ignore[attr-defined]
+        sources, gap_watches = {names.raw, names.events}, [raw_gaps, two.gaps]
+    if s.stall_exit_s > 0:
+        _stall_watchdog(app, watch, sources, gap_watches)
 
     @app.timer(interval=2.0)
     async def report_lag() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .process import WorkerProcess
 from .settings import Settings
+from .stall import EXIT_STALLED
 
 __all__ = ["run_demo"]
 
@@ -144,6 +145,10 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
                 view.render(sent[0], time.monotonic() - t0)
                 last = time.monotonic()
             if not worker.alive():
+                if worker.proc is not None and worker.proc.returncode == EXIT_STALLED:
+                    print(f"\nthe worker stalled and exited ({EXIT_STALLED}, see {log}); starting it again", flush=True)
+                    worker.start()
+                    continue
                 raise RuntimeError(f"the worker exited; see {log}")
         print(f"\ndemo finished: {sent[0]} events sent, {view.n_out} profile updates received")
         return 0

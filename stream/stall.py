@@ -1,0 +1,86 @@
+"""The stall watchdog: a worker whose agents see no event while their partitions hold unread
+records exits with `EXIT_STALLED`, so its supervisor starts a fresh one.
+
+Why: faust-streaming 0.15 / aiokafka 0.14 can stop fetching for good after a broker outage: the
+coordinator is marked dead, found again, offsets commit, and then nothing is fetched, with no
+error logged (faust-streaming issue #523 describes the same). Seen once in the broker-restart
+chaos test (2026-11-29: 2,588 of 4,000 events never applied; the worker silent for 30 s after
+the broker was back). A fresh worker resumes from the committed offsets, and the state's source
+positions skip whatever is delivered twice, so exiting is safe (the kill -9 tests show it).
+
+The decision is `StallWatch.check`; the worker's timer feeds it with the end offsets of its
+assigned source partitions, read through a separate librdkafka client (the Faust consumer's own
+view may be the stuck part), and with the last offset its agents saw per partition.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Mapping
+
+__all__ = ["StallWatch", "EXIT_STALLED", "records_behind", "assigned_source_partitions", "EndOffsets"]
+
+#: Exit status of a worker the watchdog stopped (EX_TEMPFAIL: try again).
+EXIT_STALLED = 75
+
+
+def records_behind(end_offsets: Mapping[tuple[str, int], int], seen: Mapping[tuple[str, int], int]) -> int | None:
+    """Records beyond the last one an agent saw, summed over the partitions both maps know; None
+    when no partition is in both (nothing to judge by). `end_offsets` are high watermarks (the
+    next offset to be written), `seen` the last offsets processed."""
+    common = [tp for tp in end_offsets if tp in seen]
+    if not common:
+        return None
+    return sum(max(0, end_offsets[tp] - 1 - seen[tp]) for tp in common)
+
+
+class StallWatch:
+    """Says when the agents have been idle for `stall_s` seconds although records wait for them.
+    Idle with nothing to read is fine, and so is any pause while the worker rebalances or
+    recovers its tables (`busy`); both restart the clock. So does an unknown backlog (the end
+    offsets could not be read, e.g. while the broker is down): after an outage the worker gets
+    the full `stall_s` to resume before it counts as stalled."""
+
+    def __init__(self, stall_s: float, now: float | None = None) -> None:
+        self.stall_s = stall_s
+        self.last_progress = time.monotonic() if now is None else now
+
+    def saw_event(self, now: float | None = None) -> None:
+        self.last_progress = time.monotonic() if now is None else now
+
+    def check(self, *, behind: int | None, busy: bool, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if busy or not behind:  # 0 or None
+            self.last_progress = now
+            return False
+        return now - self.last_progress > self.stall_s
+
+
+def assigned_source_partitions(assignment: Iterable[object], topics: set[str]) -> list[tuple[str, int]]:
+    return sorted((tp.topic, tp.partition) for tp in assignment if tp.topic in topics)  # type: ignore[attr-defined]
+
+
+class EndOffsets:
+    """High watermarks through a librdkafka consumer of its own (no group, nothing committed)."""
+
+    def __init__(self, conf: dict[str, object], timeout: float = 2.0) -> None:
+        self.conf = conf
+        self.timeout = timeout
+        self._consumer: object | None = None
+
+    def __call__(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int] | None:
+        """{(topic, partition): high watermark}, or None when the broker does not answer in time."""
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        try:
+            if self._consumer is None:
+                self._consumer = Consumer({**self.conf, "group.id": "profilestream-stall-watch",
+                                           "enable.auto.commit": False})
+            return {(t, p): self._consumer.get_watermark_offsets(  # type: ignore[attr-defined]
+                TopicPartition(t, p), timeout=self.timeout, cached=False)[1] for t, p in tps}
+        except KafkaException:
+            return None
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()  # type: ignore[attr-defined]

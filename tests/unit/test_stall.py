@@ -1,0 +1,34 @@
+"""The stall watchdog's decision (stream/stall.py): exit only after `stall_s` seconds in which
+records waited, the broker answered and no rebalance ran, yet no event reached an agent."""
+
+from __future__ import annotations
+
+from stream.stall import StallWatch, records_behind
+
+
+def test_records_behind_counts_unread_records_of_partitions_with_a_seen_offset() -> None:
+    ends = {("raw", 0): 10, ("raw", 1): 5, ("raw", 2): 7}
+    seen = {("raw", 0): 9, ("raw", 1): 2}  # partition 0 read to its end, 1 has offsets 3 and 4 left
+    assert records_behind(ends, seen) == 2
+    assert records_behind(ends, {("raw", 0): 9}) == 0
+    assert records_behind(ends, {("other", 0): 1}) is None  # nothing to judge by
+    assert records_behind({}, seen) is None
+
+
+def test_stalls_only_after_stall_s_of_waiting_records_without_events() -> None:
+    w = StallWatch(20.0, now=0.0)
+    assert not w.check(behind=5, busy=False, now=10.0)
+    assert not w.check(behind=5, busy=False, now=20.0)
+    assert w.check(behind=5, busy=False, now=20.5)
+    w.saw_event(now=21.0)  # an event reached an agent: the clock starts again
+    assert not w.check(behind=5, busy=False, now=40.0)
+    assert w.check(behind=5, busy=False, now=41.5)
+
+
+def test_idle_rebalancing_or_broker_unreachable_restart_the_clock() -> None:
+    for quiet in ({"behind": 0, "busy": False}, {"behind": 3, "busy": True}, {"behind": None, "busy": False}):
+        w = StallWatch(20.0, now=0.0)
+        assert not w.check(now=15.0, **quiet)  # type: ignore[arg-type]
+        # the 20 s count from the quiet check at 15 s, not from the start
+        assert not w.check(behind=3, busy=False, now=34.0)
+        assert w.check(behind=3, busy=False, now=35.5)
