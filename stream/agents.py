@@ -353,11 +353,13 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
         seen = {tp: off for g in gap_watches for tp, (off, _) in g.last.items()}
         behind = records_behind(ends, seen) if ends is not None else None
         if watch.check(behind=behind, busy=busy or not tps):
-            log.error("stalled: the agents saw no event for %.0f s while %d records wait in %s and the broker "
+            assert ends is not None  # a known backlog
+            waiting = [f"{t}[{p}]" for t, p in tps if (t, p) in seen and ends.get((t, p), 0) - 1 > seen[(t, p)]]
+            log.error("stalled: the agents saw no event for over %.0f s while %d records wait in %s and the broker "
                       "answers (after a broker outage faust-streaming/aiokafka can stop fetching for good; "
                       "docs/operations.md 'Stall watchdog'). Exiting with status %d so the supervisor starts a "
                       "fresh worker, which resumes from the committed offsets (PROFILESTREAM_STALL_EXIT_S=0 "
-                      "turns this off)", watch.stall_s, behind, ", ".join(f"{t}[{p}]" for t, p in tps),
+                      "turns this off)", watch.stall_s, behind, ", ".join(waiting),
                       EXIT_STALLED)
             logging.shutdown()
             os._exit(EXIT_STALLED)
