@@ -158,6 +158,8 @@ def cmd_settings(args: argparse.Namespace) -> int:
         value = getattr(s, name, None)
         if ("PASSWORD" in env or env.endswith("_KEY")) and value:
             value = "***"
+        elif isinstance(value, bool):
+            value = int(value)  # as the variable is written: 0 / 1
         print(f"{env:<36} {str(value):<28} {doc}")
     return 0
 

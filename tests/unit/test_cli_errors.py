@@ -35,3 +35,12 @@ def test_single_hop_setting_reads_yes_no_values_and_rejects_others() -> None:
         Settings.from_env(environ={"PROFILESTREAM_SINGLE_HOP": "maybe"})
     shown = {env: default for env, default, _ in Settings.describe()}
     assert shown["PROFILESTREAM_SINGLE_HOP"] == "0"
+
+
+def test_settings_command_prints_the_single_hop_flag_as_the_variable_is_written(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.cli import main
+
+    assert main(["settings", "--single-hop"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("PROFILESTREAM_SINGLE_HOP "))
+    assert line.split()[1] == "1"
