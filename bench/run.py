@@ -57,6 +57,7 @@ def run_bench(settings: Settings, out: Path, *, smoke: bool, rates: list[float],
             + ([] if smoke else [("echo", 1, False), ("pipeline", 1, False)]) + [("pipeline", batched, False)] \
             + ([] if smoke else [("pipeline", batched, True)])
         n_max = 2000 if smoke else 20000
+        two_hop_batched: dict[str, Any] = {}  # the default pipeline's burst row, reused by the batch sweep
         for kind, bs, single_hop in kinds:
             print(f"{kind} (batch {bs}{', single-hop' if single_hop else ''}):", file=sys.stderr)
             p = start_pipeline(kind, s.with_(single_hop=single_hop), tmp, batch_size=bs)
@@ -66,6 +67,8 @@ def run_bench(settings: Settings, out: Path, *, smoke: bool, rates: list[float],
                                                       items=items))
                 n = n_max if bs > 1 or kind != "pipeline" else n_max // 4
                 res["throughput"].append(throughput_run(p, n=n, items=items, broker_pid=info.pid))
+                if kind == "pipeline" and bs == batched and not single_hop:
+                    two_hop_batched = res["throughput"][-1]
                 if kind != "transport" and (not smoke or bs > 1):
                     res["sustained"].append(sustained_run(
                         p, items=items, p99_bound_ms=p99_bound_ms, seconds=1.5 if smoke else ramp_seconds,
@@ -73,8 +76,6 @@ def run_bench(settings: Settings, out: Path, *, smoke: bool, rates: list[float],
             finally:
                 p.stop()
         print("throughput vs micro-batch size:", file=sys.stderr)
-        two_hop_batched = next(r for r in res["throughput"] if r["pipeline"] == f"pipeline batch={batched}"
-                               or (batched == 1 and r["pipeline"] == "pipeline per event"))
         for bs in batches:
             if bs == batched:  # measured above with the same worker settings
                 res["throughput_vs_batch"].append({"batch": bs, **two_hop_batched})

@@ -22,7 +22,7 @@ from faust.types import EventT
 from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pack_state, parse_event, unpack_state
 
 from .records import dlq_record, encode, pseudonymise
-from .stall import EXIT_STALLED, EndOffsets, StallWatch, assigned_source_partitions, records_behind
+from .stall import EXIT_STALLED, EndOffsets, StallWatch, assigned_source_partitions, backlog
 from .topics import topic_names
 
 if TYPE_CHECKING:
@@ -131,6 +131,14 @@ def is_current(app: Any, fe: EventT) -> bool:
     return False
 
 
+async def send_to_dlq(app: Any, msg: Any, reason: str, *, stage: str, level: int) -> None:
+    """One message to the dead-letter topic with its reason, counted per stage and logged."""
+    log.log(level, "DLQ (%s) %s[%d]@%d key=%r: %s", stage, msg.topic, msg.partition, msg.offset, msg.key, reason)
+    app.metrics.dlq.labels(stage).inc()
+    await app.dlq_topic.send(key=msg.key, value=dlq_record(reason, msg.value, stage=stage, topic=msg.topic,
+                                                           partition=msg.partition, offset=msg.offset, key=msg.key))
+
+
 class Normalizer:
     """Validation of one raw event (events.raw), shared by the normalize agent and the
     single-hop profile agent: an `Event`, or None after the message went to the DLQ with its
@@ -164,11 +172,7 @@ class Normalizer:
                             msg.key[:80], want)
 
     async def _dlq(self, msg: Any, reason: str) -> None:
-        self.m.dlq.labels("normalize").inc()
-        log.info("DLQ %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-        await self.app.dlq_topic.send(  # type: ignore[attr-defined]
-            key=msg.key, value=dlq_record(reason, msg.value, stage="normalize", topic=msg.topic,
-                                          partition=msg.partition, offset=msg.offset, key=msg.key))
+        await send_to_dlq(self.app, msg, reason, stage="normalize", level=logging.INFO)
 
     async def __call__(self, fe: EventT) -> Event | None:
         msg = fe.message
@@ -218,12 +222,7 @@ class ProfileProcessor:
         self.gaps = GapWatch(app.metrics, _seek_targets(app))
 
     async def _dlq(self, fe: EventT, reason: str) -> None:
-        msg = fe.message
-        log.warning("DLQ (profile) %s[%d]@%d key=%r: %s", msg.topic, msg.partition, msg.offset, msg.key, reason)
-        self.m.dlq.labels("profile").inc()
-        await self.app.dlq_topic.send(  # type: ignore[attr-defined]
-            key=msg.key, value=dlq_record(reason, msg.value, stage="profile", topic=msg.topic,
-                                          partition=msg.partition, offset=msg.offset, key=msg.key))
+        await send_to_dlq(self.app, fe.message, reason, stage="profile", level=logging.WARNING)
 
     async def process(self, batch: Sequence[EventT]) -> None:
         with self.app.inflight:
@@ -351,10 +350,10 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
         busy = bool(app.rebalancing) or not app.flow_control.is_active()
         ends = await asyncio.get_running_loop().run_in_executor(None, end_offsets, tps) if tps and not busy else {}
         seen = {tp: off for g in gap_watches for tp, (off, _) in g.last.items()}
-        behind = records_behind(ends, seen) if ends is not None else None
+        per = backlog(ends, seen) if ends is not None else None
+        behind = None if per is None else sum(per.values())
         if watch.check(behind=behind, busy=busy or not tps):
-            assert ends is not None  # a known backlog
-            waiting = [f"{t}[{p}]" for t, p in tps if (t, p) in seen and ends.get((t, p), 0) - 1 > seen[(t, p)]]
+            waiting = [f"{t}[{p}]" for (t, p), n in sorted((per or {}).items()) if n]
             log.error("stalled: the agents saw no event for over %.0f s while %d records wait in %s and the broker "
                       "answers (after a broker outage faust-streaming/aiokafka can stop fetching for good; "
                       "docs/operations.md 'Stall watchdog'). Exiting with status %d so the supervisor starts a "

@@ -18,20 +18,25 @@ from __future__ import annotations
 import time
 from typing import Iterable, Mapping
 
-__all__ = ["StallWatch", "EXIT_STALLED", "records_behind", "assigned_source_partitions", "EndOffsets"]
+__all__ = ["StallWatch", "EXIT_STALLED", "backlog", "records_behind", "assigned_source_partitions", "EndOffsets"]
 
 #: Exit status of a worker the watchdog stopped (EX_TEMPFAIL: try again).
 EXIT_STALLED = 75
 
 
+def backlog(end_offsets: Mapping[tuple[str, int], int],
+            seen: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int] | None:
+    """Records beyond the last one an agent saw, per partition both maps know; None when no
+    partition is in both (nothing to judge by). `end_offsets` are high watermarks (the next
+    offset to be written), `seen` the last offsets processed."""
+    common = {tp: max(0, end - 1 - seen[tp]) for tp, end in end_offsets.items() if tp in seen}
+    return common or None
+
+
 def records_behind(end_offsets: Mapping[tuple[str, int], int], seen: Mapping[tuple[str, int], int]) -> int | None:
-    """Records beyond the last one an agent saw, summed over the partitions both maps know; None
-    when no partition is in both (nothing to judge by). `end_offsets` are high watermarks (the
-    next offset to be written), `seen` the last offsets processed."""
-    common = [tp for tp in end_offsets if tp in seen]
-    if not common:
-        return None
-    return sum(max(0, end_offsets[tp] - 1 - seen[tp]) for tp in common)
+    """`backlog` summed over the partitions; None when there is nothing to judge by."""
+    per = backlog(end_offsets, seen)
+    return None if per is None else sum(per.values())
 
 
 class StallWatch:
@@ -80,7 +85,3 @@ class EndOffsets:
                 TopicPartition(t, p), timeout=self.timeout, cached=False)[1] for t, p in tps}
         except KafkaException:
             return None
-
-    def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()  # type: ignore[attr-defined]
