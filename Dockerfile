@@ -11,5 +11,7 @@ RUN pip install --no-cache-dir -e . \
 USER app
 # /metrics and /ready; inside a container the web server must bind all interfaces.
 ENV PROFILESTREAM_WEB_BIND=0.0.0.0
+# numba's compiled-kernel cache (model/fused.py): the package folder is not writable by `app`.
+ENV NUMBA_CACHE_DIR=/cache/numba
 EXPOSE 6066
 CMD ["profilestream", "worker"]

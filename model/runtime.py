@@ -11,9 +11,10 @@ user's history. The LSTM step is nn.LSTM's gate equations on the same weights:
 where P_item = V W_ih[:, :D]^T is precomputed per item (the input projection is linear, so
 this is the same sum reordered; it saves a (B, In) x (In, 4H) matmul per step).
 
-On CPU, batches of up to NUMPY_MAX_BATCH users run the same equations in numpy: at batch 1
-torch's per-operation dispatch (several µs per op, ~15 ops per step) costs more than the math.
-Both paths use the same float32 weights; they agree to float32 rounding (tests/unit/test_runtime.py).
+On CPU, batches of up to FUSED_MAX_BATCH users run the same equations through compiled loops
+(model/fused.py, numba): at batch 1 torch's per-operation dispatch (several µs per op, ~15 ops
+per step) costs ten times the math. Both paths use the same float32 weights; they agree to
+float32 rounding (tests/unit/test_runtime.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from . import fused
 from .ann import DEFAULT_ANN_NPROBE, AnnIndex
 from .artifact import Artifact, load_artifact
 from .events import Event, validate_event
@@ -43,9 +45,10 @@ TYPE_TAG_WEIGHT: Mapping[str, float] = {
 REASON_WINDOW = 20
 #: Event ids remembered per user for de-duplication.
 EVENT_ID_WINDOW = 256
-#: On CPU, steps and scoring of at most this many users at once use numpy instead of torch
-#: (bench/README.md, "model step"). 0 turns the numpy path off.
-NUMPY_MAX_BATCH = 64
+#: On CPU, steps and scoring of at most this many users at once run through the compiled
+#: kernels of model/fused.py instead of torch: on one thread they are faster at every batch size
+#: up to 1,024 (bench/README.md, "The core step"); beyond it torch can use several threads.
+FUSED_MAX_BATCH = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +72,12 @@ class Applied:
 
 
 @dataclass(frozen=True)
-class _NumpyWeights:
-    """The runtime weights as float32 numpy arrays, for the small-batch CPU path.
+class _FusedWeights:
+    """The runtime weights as float32 numpy arrays laid out for the compiled CPU kernels
+    (model/fused.py).
 
     The gate weights are pre-scaled so that one tanh gives all four activations: σ(x) =
-    (tanh(x/2) + 1)/2, so the i, f, o columns are halved (exact in floating point) and
+    (tanh(x/2) + 1)/2, so the i, f, o entries are halved (exact in floating point) and
     act = tanh(gates) * act_mul + act_add."""
 
     p_item: np.ndarray  # (N, 4H)
@@ -81,25 +85,27 @@ class _NumpyWeights:
     w_val: np.ndarray  # (4H,)
     w_gap: np.ndarray  # (4H,)
     b: np.ndarray  # (4H,)
-    W_hh_T: np.ndarray  # (H, 4H)
+    W_hh: np.ndarray  # (4H, H): row j is gate j's recurrent weights
     act_mul: np.ndarray  # (4H,) 0.5 for i, f, o; 1 for g
     act_add: np.ndarray  # (4H,) 0.5 for i, f, o; 0 for g
-    W_out_T: np.ndarray  # (H, D)
+    W_out: np.ndarray  # (D, H)
     b_out: np.ndarray  # (D,)
-    item_vecs_T: np.ndarray  # (D, N)
+    item_vecs: np.ndarray  # (N, D)
     item_bias: np.ndarray  # (N,)
 
     @classmethod
-    def of(cls, m: "ProfileModel") -> "_NumpyWeights":
-        def a(t: torch.Tensor) -> np.ndarray:
-            return np.ascontiguousarray(t.detach().cpu().numpy(), np.float32)
+    def of(cls, m: "ProfileModel") -> "_FusedWeights":
+        def a(t: torch.Tensor | np.ndarray) -> np.ndarray:
+            arr = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t
+            return np.ascontiguousarray(arr, np.float32)
 
         H = m.hidden
         half = np.full(4 * H, 0.5, np.float32)
         half[2 * H:3 * H] = 1.0  # the cell candidate g is a plain tanh
         add = np.where(half == 0.5, 0.5, 0.0).astype(np.float32)
-        return cls(a(m.p_item) * half, a(m.p_type) * half, a(m.w_val) * half, a(m.w_gap) * half, a(m.b) * half,
-                   a(m.W_hh_T) * half, half, add, a(m.W_out_T), a(m.b_out), a(m.item_vecs.T), a(m.item_bias))
+        return cls(a(m.p_item * torch.from_numpy(half)), a(m.p_type * torch.from_numpy(half)),
+                   a(m.w_val) * half, a(m.w_gap) * half, a(m.b) * half, a(m.W_hh_T.T) * half[:, None],
+                   half, add, a(m.W_out_T.T), a(m.b_out), a(m.item_vecs), a(m.item_bias))
 
 
 def _rate_weight(value: float) -> float:
@@ -110,7 +116,7 @@ def _rate_weight(value: float) -> float:
 class ProfileModel:
     """Loaded model artifact + the batched streaming step. Use `ProfileModel.load(path)`."""
 
-    def __init__(self, artifact: Artifact, *, device: str | torch.device = "cpu") -> None:
+    def __init__(self, artifact: Artifact, *, device: str | torch.device = "cpu", fused_kernels: bool = True) -> None:
         self.artifact = artifact
         self.config = artifact.config
         self.device = torch.device(device)
@@ -136,7 +142,10 @@ class ProfileModel:
             self.W_out_T = net.out.weight.T.contiguous()  # (H, D)
             self.b_out = net.out.bias.detach().clone()  # (D,)
         self.hidden = H
-        self._npw = _NumpyWeights.of(self) if self.device.type == "cpu" else None
+        # fused_kernels=False (PROFILESTREAM_CPU_KERNEL=torch) keeps every step in torch.
+        self._fw = _FusedWeights.of(self) if self.device.type == "cpu" and fused_kernels else None
+        if self._fw is not None and FUSED_MAX_BATCH > 0:
+            fused.warm_up()  # compile now (or load from numba's disk cache), not on the first event
         self.item_ids: list[str] = artifact.catalogue.item_ids
         self.item_index: dict[str, int] = {iid: i for i, iid in enumerate(self.item_ids)}
         self.titles = artifact.catalogue.titles
@@ -155,8 +164,8 @@ class ProfileModel:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def load(cls, path: Path | str, *, device: str = "cpu") -> "ProfileModel":
-        return cls(load_artifact(path), device=device)
+    def load(cls, path: Path | str, *, device: str = "cpu", fused_kernels: bool = True) -> "ProfileModel":
+        return cls(load_artifact(path), device=device, fused_kernels=fused_kernels)
 
     def enable_ann(self, nprobe: int = DEFAULT_ANN_NPROBE, *, cache_dir: Path | None = None) -> AnnIndex:
         """Build a faiss IVF index over the item vectors (model/ann.py) and rank recommendations
@@ -193,45 +202,44 @@ class ProfileModel:
         h2 = torch.sigmoid(o) * torch.tanh(c2)
         return h2, c2
 
-    def _use_numpy(self, batch: int) -> bool:
-        return self._npw is not None and batch <= NUMPY_MAX_BATCH
+    def _use_fused(self, batch: int) -> bool:
+        return self._fw is not None and batch <= FUSED_MAX_BATCH
 
-    def step_numpy(self, h: np.ndarray, c: np.ndarray, items: np.ndarray, types: np.ndarray, vals: np.ndarray,
+    def step_fused(self, h: np.ndarray, c: np.ndarray, items: np.ndarray, types: np.ndarray, vals: np.ndarray,
                    gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`step` in numpy (CPU models only): the same sums in the same order, float32."""
-        w = self._npw
-        assert w is not None, "step_numpy needs a CPU model"
-        H = self.hidden
-        gates = w.p_item[items] + w.p_type[types]  # pre-scaled, see _NumpyWeights
-        gates += vals[:, None] * w.w_val
-        gates += gaps[:, None] * w.w_gap
-        gates += w.b
-        gates += h @ w.W_hh_T  # (B, 4H)
-        act = np.tanh(gates, out=gates)
-        act *= w.act_mul
-        act += w.act_add  # σ(i), σ(f), tanh(g), σ(o)
-        c2 = act[:, H:2 * H] * c + act[:, :H] * act[:, 2 * H:3 * H]
-        h2 = act[:, 3 * H:] * np.tanh(c2)
+        """`step` through the compiled CPU kernel (model/fused.py). h, c: (B, H) float32; items,
+        types: (B,) int64; vals, gaps: (B,) float32, as `_lstm_rounds` builds them (other dtypes
+        work too, through a kernel compiled for them on first use)."""
+        w = self._fw
+        assert w is not None, "step_fused needs a CPU model"
+        h2, c2 = np.empty(h.shape, np.float32), np.empty(c.shape, np.float32)
+        fused.lstm_rows(h, c, items, types, vals, gaps,
+                        w.p_item, w.p_type, w.w_val, w.w_gap, w.b, w.W_hh, w.act_mul, w.act_add, h2, c2)
         return h2, c2
 
-    def _scores_topk_numpy(self, h: np.ndarray, exclude: Sequence[np.ndarray],
-                           k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """User vectors, top-k indices and scores for (B, H) states, in numpy (CPU models only).
-        Ranked by score, equal scores by item index."""
-        w = self._npw
-        assert w is not None
-        uvec = h @ w.W_out_T + w.b_out  # (B, D)
-        sc = uvec @ w.item_vecs_T + w.item_bias  # (B, N)
-        for r, e in enumerate(exclude):
-            if len(e):
-                sc[r, e] = -np.inf
-        B, n = sc.shape
-        k = min(k, n)
-        rows = np.arange(B)[:, None]
-        cand = np.argpartition(sc, n - k, axis=1)[:, n - k:] if k < n else np.broadcast_to(np.arange(n), sc.shape)
-        cs = sc[rows, cand]
-        order = np.lexsort((cand, -cs), axis=1)
-        return uvec, cand[rows, order], cs[rows, order]
+    def scores_topk_fused(self, h: np.ndarray, exclude: Sequence[np.ndarray],
+                          k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """User vectors, top-k indices and scores for (B, H) states through the compiled CPU
+        kernel, never returning an index listed in `exclude[row]`. Ranked by score, equal scores
+        by item index."""
+        w = self._fw
+        assert w is not None, "scores_topk_fused needs a CPU model"
+        B = h.shape[0]
+        k = min(k, self.n_items)
+        # One int32 array of all rows' excluded items (item indices are < 2^31); one dtype and
+        # layout, so the kernel compiled by `fused.warm_up` is the one every call uses.
+        if B == 1:  # the common case at low rates: no concatenation
+            excl = np.ascontiguousarray(exclude[0], np.int32)
+            start = np.array((0, len(excl)), np.int64)
+        else:
+            start = np.zeros(B + 1, np.int64)
+            np.cumsum([len(e) for e in exclude], out=start[1:])
+            excl = np.concatenate(exclude).astype(np.int32, copy=False) if start[-1] else np.zeros(0, np.int32)
+        uvec = np.empty((B, w.W_out.shape[0]), np.float32)
+        idx = np.empty((B, k), np.int64)
+        vals = np.empty((B, k), np.float32)
+        fused.scores_topk_rows(h, w.W_out, w.b_out, w.item_vecs, w.item_bias, excl, start, k, uvec, idx, vals)
+        return uvec, idx, vals
 
     def user_vectors(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.W_out_T + self.b_out  # (B, D)
@@ -318,9 +326,9 @@ class ProfileModel:
         if n_rounds == 0:
             return
         users = [u for u, a in enumerate(accepted) if a]
-        # One loop for both paths: numpy arrays (small CPU batches) or torch tensors on the device.
-        if self._use_numpy(len(users)):
-            step: Any = self.step_numpy
+        # One loop for both paths: numpy arrays (small CPU batches, compiled kernel) or torch tensors.
+        if self._use_fused(len(users)):
+            step: Any = self.step_fused
             arr: Any = lambda a: a  # noqa: E731
         else:
             step = self.step
@@ -415,8 +423,8 @@ class ProfileModel:
         exclude = [s.recent["item"] for _, s in users]
         if self.ann is not None:
             uvec_n, idx, vals = self._ann_topk(Hn, exclude, k)
-        elif self._use_numpy(len(users)):
-            uvec_n, idx, vals = self._scores_topk_numpy(Hn, exclude, k)
+        elif self._use_fused(len(users)):
+            uvec_n, idx, vals = self.scores_topk_fused(Hn, exclude, k)
         else:
             with torch.inference_mode():
                 uvec = self.user_vectors(torch.from_numpy(Hn).to(self.device))  # (B, D)

@@ -58,6 +58,9 @@ class Settings:
                             "by user_id (mis-keyed events go to the DLQ); 0 = re-key through the events topic",
                             default=False)
     device: Literal["cpu", "cuda"] = _env("PROFILESTREAM_DEVICE", "torch device of the model step", default="cpu")
+    cpu_kernel: Literal["fused", "torch"] = _env(
+        "PROFILESTREAM_CPU_KERNEL", "CPU model step: fused = compiled numba loops (model/fused.py), torch = torch ops",
+        default="fused")
     torch_threads: int = _env("PROFILESTREAM_TORCH_THREADS", "torch intra-op threads (and numpy BLAS threads) in a worker",
                               default=1)
     max_event_bytes: int = _env("PROFILESTREAM_MAX_EVENT_BYTES", "larger raw events go to the DLQ",

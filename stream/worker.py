@@ -51,13 +51,14 @@ def run_worker(settings: Settings) -> None:
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(settings.torch_threads)
-    # The small-batch step runs in numpy (model/runtime.py); its BLAS gets the same thread budget.
+    # numpy (tags, reasons; model/runtime.py) gets the same thread budget for its BLAS.
     threadpool_limits(settings.torch_threads, user_api="blas")
     wait_reachable(settings, timeout=15.0)
     ensure_topics(settings)
     if settings.single_hop:
         check_single_hop_partitions(settings)
-    model = ProfileModel.load(settings.artifact_path, device=settings.device)
+    model = ProfileModel.load(settings.artifact_path, device=settings.device,
+                              fused_kernels=settings.cpu_kernel == "fused")
     notes = []
     if settings.ann_min_items and model.n_items >= settings.ann_min_items:
         # built with every core (or loaded from the cache), then searched with the step's thread budget

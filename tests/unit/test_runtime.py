@@ -100,23 +100,24 @@ def test_state_from_another_model_version_is_rewarmed(tmp_path: Path, small_arti
     np.testing.assert_allclose(s.h, b.replay_history(evs)[1].h, atol=1e-6)
 
 
-def test_numpy_small_batch_path_equals_torch_path(small_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small CPU batches run the step and scoring in numpy (model.runtime.NUMPY_MAX_BATCH); they must
-    give what the torch path gives: same vectors and tags, same recommendations up to float32 ties."""
+def test_fused_small_batch_path_equals_torch_path(small_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small CPU batches run the step and scoring through the compiled kernels of model/fused.py
+    (model.runtime.FUSED_MAX_BATCH); they must give what the torch path gives: same vectors and
+    tags, same recommendations up to float32 ties."""
     import model.runtime as runtime
 
-    def run(numpy_max: int) -> tuple[list[dict], list[dict], int]:
-        monkeypatch.setattr(runtime, "NUMPY_MAX_BATCH", numpy_max)
+    def run(fused_max: int) -> tuple[list[dict], list[dict], int]:
+        monkeypatch.setattr(runtime, "FUSED_MAX_BATCH", fused_max)
         m = ProfileModel.load(small_artifact)
         calls = 0
-        np_step = m.step_numpy
+        fused_step = m.step_fused
 
         def counted(*a: object) -> object:
             nonlocal calls
             calls += 1
-            return np_step(*a)
+            return fused_step(*a)
 
-        m.step_numpy = counted  # type: ignore[method-assign]
+        m.step_fused = counted  # type: ignore[method-assign]
         hists = {f"u{j}": _events(synthetic_history(f"u{j}", 15 + 5 * j, seed=10 + j)) for j in range(5)}
         states = {u: m.initial_state() for u in hists}
         for r in range(0, 40, 3):  # rounds of up to 3 events per user, users dropping out as they run dry
@@ -124,13 +125,13 @@ def test_numpy_small_batch_path_equals_torch_path(small_artifact: Path, monkeypa
         outs = m.outputs(list(states.items()), k=12)
         return [p for p, _ in outs], [r for _, r in outs], calls
 
-    p_np, r_np, calls_np = run(64)
+    p_f, r_f, calls_f = run(64)
     p_t, r_t, calls_t = run(0)
-    assert calls_np > 0 and calls_t == 0
-    for a, b in zip(p_np, p_t):
+    assert calls_f > 0 and calls_t == 0
+    for a, b in zip(p_f, p_t):
         np.testing.assert_allclose(a["vector"], b["vector"], atol=1e-5, rtol=0)
         assert a["tags"] == pytest.approx(b["tags"], abs=1e-4) and a["events_seen"] == b["events_seen"]
-    for a, b in zip(r_np, r_t):
+    for a, b in zip(r_f, r_t):
         sa = [it["score"] for it in a["items"]]
         sb = [it["score"] for it in b["items"]]
         np.testing.assert_allclose(sa, sb, atol=1e-5, rtol=0)

@@ -1,0 +1,206 @@
+"""The streaming step's math as compiled loops (numba), for small CPU batches.
+
+At batch 1 the step is three matrix-vector products (gates 4H×H, user vector D×H, scores
+N×D), 5H activations and a top-K: about 180k multiply-adds, ≈ 5 µs of arithmetic. In numpy
+or torch it costs 60–90 µs, because each of the ~20 operations pays 1–10 µs of dispatch and
+writes a temporary. Here each phase is one loop over the weights, with the activations done
+in registers and the top-K as a single pass over the scores that keeps the K best, so the
+cost is close to what it takes to stream the weights through the cache (bench/README.md,
+"The core step").
+
+Same equations and weights as `ProfileModel.step` / `scores` (model/runtime.py):
+  - sigmoid via σ(x) = (tanh(x/2) + 1) / 2 on gate weights pre-scaled by ½ (exact), so one
+    tanh gives all four activations;
+  - tanh is a clamped rational approximation (the one Eigen uses for float32), absolute error
+    ≤ 3e-7 over all floats: tests/unit/test_fused.py;
+  - sums run in a different order than BLAS, so results agree with torch to float32 rounding
+    (≤ 1e-5 over a 300-event sequence: tests/unit/test_runtime.py), not bit for bit.
+
+Every kernel is compiled on first use and cached on disk (numba `cache=True`, next to this
+file or in NUMBA_CACHE_DIR), so a worker's first batch does not pay the ≈ 2 s compile after
+the first run on a machine; `warm_up()` compiles them ahead of time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["fast_tanh", "lstm_rows", "scores_topk_rows", "warm_up"]
+
+# 'contract' lets LLVM fuse a*b+c into one FMA and 'reassoc' lets it split a dot product over
+# SIMD lanes; no flag that changes results for finite inputs (nnan/ninf) is used.
+_FM = {"contract", "reassoc"}
+_CLAMP = np.float32(7.99881172180175781)  # tanh rounds to ±1 in float32 beyond this
+
+
+@njit(fastmath=_FM, inline="always", cache=True)
+def fast_tanh(x: np.float32) -> np.float32:
+    """float32 tanh: Eigen's rational approximation (odd degree-13 / even degree-6), clamped."""
+    x = min(max(x, -_CLAMP), _CLAMP)
+    x2 = x * x
+    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+    p = x2 * p + np.float32(-8.60467152213735e-11)
+    p = x2 * p + np.float32(5.12229709037114e-08)
+    p = x2 * p + np.float32(1.48572235717979e-05)
+    p = x2 * p + np.float32(6.37261928875436e-04)
+    p = x2 * p + np.float32(4.89352455891786e-03)
+    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+    q = x2 * q + np.float32(2.26843463243900e-03)
+    q = x2 * q + np.float32(4.89352518554385e-03)
+    return x * p / q
+
+
+@njit(fastmath=_FM, cache=True)
+def _tanh_array(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        out[i] = fast_tanh(x[i])
+
+
+@njit(fastmath=_FM, inline="always", cache=True)
+def _matvec4(W: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """out[j] += W[j] · x, four rows at a time so each load of x feeds four multiply-adds."""
+    n, K = W.shape
+    n4 = n - n % 4
+    for j in range(0, n4, 4):
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for k in range(K):
+            xk = x[k]
+            a0 += W[j, k] * xk
+            a1 += W[j + 1, k] * xk
+            a2 += W[j + 2, k] * xk
+            a3 += W[j + 3, k] * xk
+        out[j] += a0
+        out[j + 1] += a1
+        out[j + 2] += a2
+        out[j + 3] += a3
+    for j in range(n4, n):
+        acc = np.float32(0.0)
+        for k in range(K):
+            acc += W[j, k] * x[k]
+        out[j] += acc
+
+
+@njit(fastmath=_FM, inline="always", cache=True)
+def _matvec8(W: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """`_matvec4` eight rows at a time: faster for the short rows (D = 64) of the item matrix."""
+    n, K = W.shape
+    n8 = n - n % 8
+    for j in range(0, n8, 8):
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        a4 = np.float32(0.0)
+        a5 = np.float32(0.0)
+        a6 = np.float32(0.0)
+        a7 = np.float32(0.0)
+        for k in range(K):
+            xk = x[k]
+            a0 += W[j, k] * xk
+            a1 += W[j + 1, k] * xk
+            a2 += W[j + 2, k] * xk
+            a3 += W[j + 3, k] * xk
+            a4 += W[j + 4, k] * xk
+            a5 += W[j + 5, k] * xk
+            a6 += W[j + 6, k] * xk
+            a7 += W[j + 7, k] * xk
+        out[j] += a0
+        out[j + 1] += a1
+        out[j + 2] += a2
+        out[j + 3] += a3
+        out[j + 4] += a4
+        out[j + 5] += a5
+        out[j + 6] += a6
+        out[j + 7] += a7
+    for j in range(n8, n):
+        acc = np.float32(0.0)
+        for k in range(K):
+            acc += W[j, k] * x[k]
+        out[j] += acc
+
+
+@njit(fastmath=_FM, cache=True)
+def lstm_rows(h: np.ndarray, c: np.ndarray, items: np.ndarray, types: np.ndarray, vals: np.ndarray,
+              gaps: np.ndarray, p_item: np.ndarray, p_type: np.ndarray, w_val: np.ndarray, w_gap: np.ndarray,
+              b: np.ndarray, W_hh: np.ndarray, act_mul: np.ndarray, act_add: np.ndarray,
+              h_out: np.ndarray, c_out: np.ndarray) -> None:
+    """One LSTM step for each row r: (h[r], c[r]) → (h_out[r], c_out[r]).
+
+    All weights are pre-scaled (see `_FusedWeights` in model/runtime.py): gate j's activation is
+    tanh(gate_j) * act_mul[j] + act_add[j]. W_hh is (4H, H) row-major, so gate j is one
+    contiguous dot product with h[r]."""
+    B, H = h.shape
+    G = 4 * H
+    g = np.empty(G, np.float32)
+    for r in range(B):
+        it, ty, v, gp = items[r], types[r], vals[r], gaps[r]
+        for j in range(G):
+            g[j] = p_item[it, j] + p_type[ty, j] + v * w_val[j] + gp * w_gap[j] + b[j]
+        _matvec4(W_hh, h[r], g)
+        for j in range(G):
+            g[j] = fast_tanh(g[j]) * act_mul[j] + act_add[j]
+        for j in range(H):
+            cj = g[H + j] * c[r, j] + g[j] * g[2 * H + j]
+            c_out[r, j] = cj
+            h_out[r, j] = g[3 * H + j] * fast_tanh(cj)
+
+
+@njit(fastmath=_FM, cache=True)
+def scores_topk_rows(h: np.ndarray, W_out: np.ndarray, b_out: np.ndarray, V: np.ndarray, bias: np.ndarray,
+                     excl: np.ndarray, excl_start: np.ndarray, k: int,
+                     uvec: np.ndarray, top_i: np.ndarray, top_s: np.ndarray) -> None:
+    """Per row r: user vector uvec[r] = W_out h[r] + b_out; scores V uvec[r] + bias with the items
+    excl[excl_start[r]:excl_start[r+1]] set to -inf; the k best into top_i[r], top_s[r], ranked
+    by score, equal scores by item index (as `ProfileModel.topk`). W_out is (D, H), V is (N, D)."""
+    B = h.shape[0]
+    D = W_out.shape[0]
+    N = V.shape[0]
+    sc = np.empty(N, np.float32)
+    for r in range(B):
+        u = uvec[r]
+        for d in range(D):
+            u[d] = b_out[d]
+        _matvec4(W_out, h[r], u)
+        for n in range(N):
+            sc[n] = bias[n]
+        _matvec8(V, u, sc)
+        for e in range(excl_start[r], excl_start[r + 1]):
+            sc[excl[e]] = -np.inf
+        ti = top_i[r]
+        ts = top_s[r]
+        cnt = 0
+        for n in range(N):
+            s = sc[n]
+            if cnt == k:
+                if not s > ts[k - 1]:
+                    continue
+                pos = k - 1
+            else:
+                pos = cnt
+                cnt += 1
+            # Shift the worse entries down; an equal score stays behind (lower index first).
+            while pos > 0 and s > ts[pos - 1]:
+                ts[pos] = ts[pos - 1]
+                ti[pos] = ti[pos - 1]
+                pos -= 1
+            ts[pos] = s
+            ti[pos] = n
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) every kernel for the argument types the runtime uses."""
+    f32, i64 = np.float32, np.int64
+    h = np.zeros((1, 4), f32)
+    c = np.zeros((1, 4), f32)
+    one_i, one_f = np.zeros(1, i64), np.zeros(1, f32)
+    lstm_rows(h, c, one_i, one_i, one_f, one_f, np.zeros((2, 16), f32), np.zeros((2, 16), f32),
+              np.zeros(16, f32), np.zeros(16, f32), np.zeros(16, f32), np.zeros((16, 4), f32),
+              np.ones(16, f32), np.zeros(16, f32), np.empty_like(h), np.empty_like(c))
+    scores_topk_rows(h, np.zeros((3, 4), f32), np.zeros(3, f32), np.zeros((5, 3), f32), np.zeros(5, f32),
+                     np.zeros(0, np.int32), np.zeros(2, i64), 2, np.empty((1, 3), f32), np.empty((1, 2), i64),
+                     np.empty((1, 2), f32))
+    _tanh_array(np.zeros(1, f32), np.zeros(1, f32))

@@ -1,0 +1,102 @@
+"""The compiled CPU kernels (model/fused.py) against plain numpy / torch on the same inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model import fused
+
+
+def test_fast_tanh_is_float32_accurate_everywhere() -> None:
+    x = np.concatenate([np.linspace(-20, 20, 400_001), [0.0, -0.0, 1e-30, -1e-30, 1e30, -1e30, np.inf, -np.inf]])
+    x = x.astype(np.float32)
+    out = np.empty_like(x)
+    fused._tanh_array(x, out)
+    err = np.abs(out.astype(np.float64) - np.tanh(x.astype(np.float64)))
+    assert err.max() <= 5e-7, f"worst at x={x[err.argmax()]}: {out[err.argmax()]} vs {np.tanh(x[err.argmax()])}"
+    assert out[x == np.float32(np.inf)][0] == pytest.approx(1.0, abs=1e-6)
+    assert np.all(np.abs(out) <= 1.0)
+
+
+def _lstm_reference(h, c, items, types, vals, gaps, p_item, p_type, w_val, w_gap, b, W_hh):  # type: ignore[no-untyped-def]
+    """nn.LSTMCell's equations in torch on unscaled weights (gate order i, f, g, o)."""
+    t = torch.from_numpy
+    gates = t(p_item)[t(items)] + t(p_type)[t(types)] + t(vals)[:, None] * t(w_val) + t(gaps)[:, None] * t(w_gap)
+    gates = gates + t(b) + t(h) @ t(W_hh).T
+    i, f, g, o = gates.chunk(4, dim=1)
+    c2 = torch.sigmoid(f) * t(c) + torch.sigmoid(i) * torch.tanh(g)
+    return (torch.sigmoid(o) * torch.tanh(c2)).numpy(), c2.numpy()
+
+
+@pytest.mark.parametrize("B,H", [(1, 8), (5, 13), (3, 128)])
+def test_lstm_rows_equals_torch_lstm_equations(B: int, H: int) -> None:
+    rng = np.random.default_rng(B * 100 + H)
+    f32 = np.float32
+    n_items, n_types = 7, 3
+    p_item = rng.normal(0, 1, (n_items, 4 * H)).astype(f32)
+    p_type = rng.normal(0, 1, (n_types, 4 * H)).astype(f32)
+    w_val, w_gap, b = (rng.normal(0, 1, 4 * H).astype(f32) for _ in range(3))
+    W_hh = rng.normal(0, 1 / np.sqrt(H), (4 * H, H)).astype(f32)
+    h = rng.normal(0, 1, (B, H)).astype(f32)
+    c = rng.normal(0, 2, (B, H)).astype(f32)
+    items = rng.integers(0, n_items, B)
+    types = rng.integers(0, n_types, B)
+    vals, gaps = rng.normal(0, 1, B).astype(f32), rng.uniform(0, 2, B).astype(f32)
+    half = np.full(4 * H, 0.5, f32)
+    half[2 * H:3 * H] = 1.0
+    add = np.where(half == 0.5, 0.5, 0.0).astype(f32)
+    h2, c2 = np.empty_like(h), np.empty_like(c)
+    fused.lstm_rows(h, c, items, types, vals, gaps, p_item * half, p_type * half, w_val * half, w_gap * half,
+                    b * half, W_hh * half[:, None], half, add, h2, c2)
+    rh, rc = _lstm_reference(h, c, items, types, vals, gaps, p_item, p_type, w_val, w_gap, b, W_hh)
+    np.testing.assert_allclose(h2, rh, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(c2, rc, atol=4e-6, rtol=0)
+
+
+def _topk_reference(sc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rank by score, equal scores by lower item index: a stable sort of -score."""
+    order = np.argsort(-sc, kind="stable", axis=1)[:, :k]
+    return order, np.take_along_axis(sc, order, axis=1)
+
+
+def test_scores_topk_rows_ranks_masks_and_breaks_ties_by_index() -> None:
+    rng = np.random.default_rng(7)
+    f32 = np.float32
+    B, H, D, N, k = 4, 6, 5, 50, 8
+    h = rng.normal(0, 1, (B, H)).astype(f32)
+    W_out = rng.normal(0, 1, (D, H)).astype(f32)
+    b_out = rng.normal(0, 1, D).astype(f32)
+    V = rng.normal(0, 1, (N, D)).astype(f32)
+    V[10] = V[3]  # two items with identical vectors and bias: a tie, broken by index
+    V[40] = V[3]
+    bias = rng.normal(0, 0.1, N).astype(f32)
+    bias[[3, 10, 40]] = 50.0  # far ahead of every other item
+    excl_lists = [np.array([3], np.int32), np.zeros(0, np.int32), np.arange(N - 2, dtype=np.int32),
+                  np.array([5, 5, 7], np.int32)]
+    start = np.zeros(B + 1, np.int64)
+    np.cumsum([len(e) for e in excl_lists], out=start[1:])
+    uvec = np.empty((B, D), f32)
+    idx = np.empty((B, k), np.int64)
+    vals = np.empty((B, k), f32)
+    fused.scores_topk_rows(h, W_out, b_out, V, bias, np.concatenate(excl_lists), start, k, uvec, idx, vals)
+
+    ref_u = h.astype(np.float64) @ W_out.T.astype(np.float64) + b_out
+    np.testing.assert_allclose(uvec, ref_u, atol=1e-5, rtol=0)
+    sc = (uvec.astype(np.float64) @ V.T.astype(np.float64) + bias).astype(f32)
+    sc[0, 3] = 0.0  # make the tie exact in the reference, then mask per row
+    for r, e in enumerate(excl_lists):
+        sc[r, e] = -np.inf
+    # the kernel's own scores (float32, its summation order) decide exact ties, so compare on them
+    for r in range(B):
+        ref_i, ref_v = _topk_reference(sc[r:r + 1], k)
+        np.testing.assert_allclose(vals[r], ref_v[0], atol=1e-4, rtol=0)
+        assert not set(idx[r].tolist()) & set(excl_lists[r].tolist()) or r == 2
+    # row 2 keeps only items 48, 49 unmasked: they come first, then masked items by index at -inf
+    assert idx[2, :2].tolist() == sorted(idx[2, :2].tolist(), key=lambda i: (-sc[2, i], i))
+    assert np.isneginf(vals[2, 2:]).all() and idx[2, 2:].tolist() == list(range(k - 2))
+    # items 3, 10, 40 score the same and beat all others: lower index first; row 0 masks item 3
+    assert idx[1, :3].tolist() == [3, 10, 40] and vals[1, 0] == vals[1, 1] == vals[1, 2]
+    assert idx[0, :2].tolist() == [10, 40] and idx[3, :3].tolist() == [3, 10, 40]
+    assert vals[1].tolist() == sorted(vals[1].tolist(), reverse=True)
