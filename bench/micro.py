@@ -1,6 +1,8 @@
-"""Model-step microbenchmarks: per-event cost of the streaming step (state unpack → LSTM step →
-top-K → pack) by batch size, on CPU and (when present) CUDA; the tensor math alone, in torch and
-(small CPU batches, the path the worker takes) numpy; and brute-force top-K by catalogue size.
+"""Model-step microbenchmarks: per-event cost of the streaming step by batch size, on CPU and
+(when present) CUDA: the core step (state unpack → LSTM step → top-K → pack) and the full step
+the profile agent runs (plus bookkeeping, tags, reasons, output records); the tensor math alone,
+in torch and (the CPU path the worker takes) the compiled kernels of model/fused.py; and
+brute-force top-K by catalogue size.
 Warm-up first, then `perf_counter_ns`, `cuda.synchronize()` before reading the clock;
 percentiles over repeats."""
 
@@ -18,8 +20,10 @@ import numpy as np
 import torch
 
 from model import Pending, ProfileModel, pack_state, unpack_state, validate_event
+from model.lstm import gap_feature, value_feature
 
-__all__ = ["bench_step", "bench_step_phases", "bench_topk", "bench_ann", "bench_raw_step", "bench_numpy_step"]
+__all__ = ["bench_step", "bench_step_phases", "bench_core_step", "bench_topk", "bench_ann", "bench_raw_step",
+           "bench_fused_step"]
 
 
 def _pcts(ns: list[float]) -> dict[str, float]:
@@ -198,12 +202,13 @@ def bench_arith_floor(model: ProfileModel, batches: list[int], *, seconds: float
     return rows
 
 
-def bench_numpy_step(model: ProfileModel, batches: list[int], *, seconds: float = 1.0) -> list[dict[str, Any]]:
-    """The tensor math of the numpy path (model.runtime.NUMPY_MAX_BATCH: small CPU batches) on resident arrays."""
-    from model.runtime import NUMPY_MAX_BATCH
+def bench_fused_step(model: ProfileModel, batches: list[int], *, seconds: float = 1.0) -> list[dict[str, Any]]:
+    """The tensor math through the compiled kernels (model/fused.py, the CPU path the worker takes
+    for batches up to model.runtime.FUSED_MAX_BATCH) on resident arrays."""
+    from model.runtime import FUSED_MAX_BATCH
 
     rows = []
-    for batch in [b for b in batches if b <= NUMPY_MAX_BATCH]:
+    for batch in [b for b in batches if b <= FUSED_MAX_BATCH]:
         rng = np.random.default_rng(batch)
         h = np.zeros((batch, model.hidden), np.float32)
         c = np.zeros_like(h)
@@ -211,16 +216,79 @@ def bench_numpy_step(model: ProfileModel, batches: list[int], *, seconds: float 
         types = np.full(batch, 4)
         vals = np.zeros(batch, np.float32)
         gaps = np.zeros(batch, np.float32)
-        no_mask = [np.zeros(0, np.int64)] * batch
+        no_mask = [np.zeros(0, np.int32)] * batch
 
         def run() -> Any:
-            h2, _ = model.step_numpy(h, c, items, types, vals, gaps)
-            return model._scores_topk_numpy(h2, no_mask, 10)
+            h2, _ = model.step_fused(h, c, items, types, vals, gaps)
+            return model.scores_topk_fused(h2, no_mask, 10)
 
         times = _time_per_item(run, per=batch, seconds=seconds, warmup=10)
-        rows.append({"batch": batch, "device": "cpu numpy", "what": "tensor step + scores + top-K",
+        rows.append({"batch": batch, "device": "cpu fused", "what": "tensor step + scores + top-K",
                      "repeats": len(times), **_pcts(times), "events_per_s": 1e9 / float(np.median(times))})
-        print(f"  numpy  batch {batch:>5} cpu: {rows[-1]['p50_us']:9.3f} µs/event (p50)", file=sys.stderr)
+        print(f"  fused  batch {batch:>5} cpu: {rows[-1]['p50_us']:9.3f} µs/event (p50)", file=sys.stderr)
+    return rows
+
+
+#: Items in each user's recent history in the core-step bench: they are masked out of the top-K.
+CORE_STEP_HISTORY = 100
+
+
+def _core_state(model: ProfileModel, rng: np.random.Generator) -> bytes:
+    from model.state import RECENT_DTYPE
+
+    s = model.initial_state()
+    s.h = (rng.standard_normal(model.hidden) * 0.3).astype(np.float32)
+    s.c = rng.standard_normal(model.hidden).astype(np.float32)
+    s.recent = np.zeros(CORE_STEP_HISTORY, RECENT_DTYPE)
+    s.recent["item"] = rng.choice(model.n_items, CORE_STEP_HISTORY, replace=False)
+    s.recent["ts"] = 890_000_000.0 + np.arange(CORE_STEP_HISTORY)
+    s.events_seen = CORE_STEP_HISTORY
+    return pack_state(s)
+
+
+def bench_core_step(model: ProfileModel, batches: list[int], *, k: int = 10,
+                    seconds: float = 1.0) -> list[dict[str, Any]]:
+    """The step as issue #4 defines it: state unpack → LSTM step → top-K → pack, per event, on
+    packed states whose CORE_STEP_HISTORY recent items are masked from the top-K. The real
+    `unpack_state` / `pack_state` and the model's step and top-K (the compiled kernels on CPU
+    up to FUSED_MAX_BATCH, torch beyond or on CUDA); without the product's bookkeeping, tags,
+    reasons and output records, which the full step (`bench_step`) includes."""
+    rows = []
+    dev = model.device
+    for batch in batches:
+        rng = np.random.default_rng(batch)
+        states = [_core_state(model, rng) for _ in range(batch)]
+        items = rng.integers(0, model.n_items, batch)
+        types = np.full(batch, 4)
+        vals = value_feature(types, np.full(batch, 4.0))
+        gaps = gap_feature(np.full(batch, 60.0))
+        fused = model._use_fused(batch)
+        t_args = [torch.from_numpy(a).to(dev) for a in (items, types, vals, gaps)]
+
+        def run() -> None:
+            st = [unpack_state(b) for b in states]
+            H = np.stack([s.h for s in st])
+            C = np.stack([s.c for s in st])
+            mask = [s.recent["item"] for s in st]
+            if fused:
+                h2, c2 = model.step_fused(H, C, items, types, vals, gaps)
+                model.scores_topk_fused(h2, mask, k)
+            else:
+                with torch.inference_mode():
+                    th, tc = model.step(torch.from_numpy(H).to(dev), torch.from_numpy(C).to(dev), *t_args)
+                    model.topk(model.scores(th), mask, k)
+                    h2, c2 = th.cpu().numpy(), tc.cpu().numpy()
+            for j, s in enumerate(st):
+                s.h, s.c = h2[j], c2[j]
+            # the states stay as they were (same work every repeat); pack into fresh values
+            [pack_state(s) for s in st]
+
+        times = _time_per_item(run, per=batch, seconds=seconds, warmup=5, cuda=dev.type == "cuda")
+        label = f"{dev.type} fused" if fused else dev.type
+        rows.append({"batch": batch, "device": label, "what": "core step (unpack → LSTM → top-K → pack)",
+                     "history": CORE_STEP_HISTORY, "repeats": len(times), **_pcts(times),
+                     "events_per_s": 1e9 / float(np.median(times))})
+        print(f"  core   batch {batch:>5} {label}: {rows[-1]['p50_us']:9.2f} µs/event (p50)", file=sys.stderr)
     return rows
 
 
@@ -307,17 +375,18 @@ def bench_ann(sizes: list[int], *, dim: int, batches: list[int], k: int = 10, np
 def run_micro(artifact: Path, *, smoke: bool) -> dict[str, Any]:
     batches = [1, 8, 64] if smoke else [1, 8, 64, 512, 4096]
     secs = 0.2 if smoke else 1.0
-    out: dict[str, Any] = {"step": [], "tensor_step": [], "topk": [], "gpu": None}
+    out: dict[str, Any] = {"step": [], "core_step": [], "tensor_step": [], "topk": [], "gpu": None}
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
-    threadpool_limits(1, user_api="blas")  # numpy's BLAS too: the small-batch step runs in numpy
+    threadpool_limits(1, user_api="blas")  # numpy's BLAS too (tags, reasons)
     cpu = ProfileModel.load(artifact, device="cpu")
     print("model-step microbenchmarks (CPU, 1 torch thread):", file=sys.stderr)
     out["step"] += bench_step(cpu, batches, seconds=secs)
+    out["core_step"] += bench_core_step(cpu, batches, seconds=secs)
     out["step_phases"] = bench_step_phases(cpu, [1, 64] if smoke else [1, 64, 512], repeats=400 if smoke else 4000)
     out["tensor_step"] += bench_raw_step(cpu, batches, seconds=secs)
-    out["tensor_step"] += bench_numpy_step(cpu, batches, seconds=secs)
+    out["tensor_step"] += bench_fused_step(cpu, batches, seconds=secs)
     out["arith_floor"] = bench_arith_floor(cpu, [1, 512], seconds=secs)
     sizes = [cpu.n_items, 100_000] if smoke else [cpu.n_items, 100_000, 1_000_000]
     out["topk"] += bench_topk(sizes, dim=cpu.config.item_dim, batches=[1, 64], seconds=secs / 2)
@@ -346,6 +415,7 @@ def run_gpu_micro(artifact: Path, out: dict[str, Any], *, batches: list[int], si
         out["gpu"] = torch.cuda.get_device_name(0)
         print("GPU:", out["gpu"], file=sys.stderr)
         out["step"] += bench_step(gpu, batches, seconds=secs)
+        out["core_step"] += bench_core_step(gpu, batches, seconds=secs)
         out["tensor_step"] += bench_raw_step(gpu, batches + ([65536] if not smoke else []), seconds=secs)
         out["tensor_step"] += bench_raw_step(gpu, [1, 512], seconds=secs, cuda_graphs=True)
         out["topk"] += bench_topk(sizes, dim=gpu.config.item_dim, batches=[1, 64], device="cuda", seconds=secs / 2)

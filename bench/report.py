@@ -62,6 +62,12 @@ def write_markdown(res: dict[str, Any]) -> str:
     phases_part = ["", "Where the full step's time goes (CPU, p50 µs per event of each phase, timed separately):", "",
                    _md_table(phases, [("batch", "batch", "d"), ("phase", "phase", ""), ("p50 µs", "p50_us", ".1f"),
                                       ("share %", "pct", ".0f")])] if phases else []
+    core = res["micro"].get("core_step", [])
+    core_part = ["", f"The core step (state unpack → LSTM step → top-K → pack, per event; "
+                 f"{core[0].get('history', 0)} recent items per user masked from the top-K; without the full step's "
+                 "bookkeeping, tags, reasons and records):", "",
+                 _md_table(core, [("batch", "batch", "d"), ("device", "device", ""), ("p50 µs", "p50_us", ".2f"),
+                                  ("p99 µs", "p99_us", ".2f"), ("events/s", "events_per_s", ".0f")])] if core else []
     parts = [f"# profilestream bench — {res['started_at']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; torch {m['libraries']['torch']}, "
              f"faust-streaming {m['libraries']['faust-streaming']}.  ", f"Command: `{res['command']}`", ""]
@@ -97,7 +103,9 @@ def write_markdown(res: dict[str, Any]) -> str:
               _md_table(res["micro"]["step"], [("batch", "batch", "d"), ("device", "device", ""), ("p50 µs", "p50_us", ".2f"),
                                                ("p99 µs", "p99_us", ".2f"), ("events/s", "events_per_s", ".0f")]),
               *phases_part,
-              "", "Tensor math only (LSTM step + scores + top-K on resident tensors):", "",
+              *core_part,
+              "", "Tensor math only (LSTM step + scores + top-K on resident tensors; 'cpu fused' = the compiled "
+              "kernels of model/fused.py, the CPU path the worker takes):", "",
               _md_table(res["micro"]["tensor_step"], [("batch", "batch", "d"), ("device", "device", ""),
                                                       ("p50 µs", "p50_us", ".3f"), ("events/s", "events_per_s", ".0f")]),
               *floor_part,

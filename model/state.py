@@ -18,6 +18,8 @@ STATE_FORMAT = 1
 _HEADER = struct.Struct("<B16sQQiqdHHHH")
 
 RECENT_DTYPE = np.dtype([("item", "<i4"), ("type", "u1"), ("value", "<f4"), ("ts", "<f8")])
+_RECENT_SIZE = RECENT_DTYPE.itemsize
+_F4, _U8 = np.dtype("<f4"), np.dtype("<u8")
 
 
 class StateFormatError(ValueError):
@@ -89,17 +91,18 @@ def unpack_state(data: bytes) -> UserState:
     if len(data) < _HEADER.size:
         raise StateFormatError(f"user state truncated: {len(data)} bytes, header needs {_HEADER.size}")
     (_, mv, seen, seq, part, off, last_ts, hidden, n_cats, n_recent, n_ids) = _HEADER.unpack_from(data)
-    sizes = (hidden * 4, hidden * 4, n_cats * 4, n_recent * RECENT_DTYPE.itemsize, n_ids * 8)
-    if len(data) != _HEADER.size + sum(sizes):
-        raise StateFormatError(f"user state has {len(data)} bytes, its header promises {_HEADER.size + sum(sizes)}")
     pos = _HEADER.size
-    parts = []
-    for size, dtype in zip(sizes, ("<f4", "<f4", "<f4", RECENT_DTYPE, "<u8")):
-        parts.append(np.frombuffer(data, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=pos).copy())
-        pos += size
-    h, c, tags, recent, ids = parts
+    end_recent = pos + hidden * 8 + n_cats * 4 + n_recent * _RECENT_SIZE
+    if len(data) != end_recent + n_ids * 8:
+        raise StateFormatError(f"user state has {len(data)} bytes, its header promises {end_recent + n_ids * 8}")
+    # One writable copy of the value; the arrays are views into it (frombuffer on bytes is read-only).
+    buf = bytearray(data)
     return UserState(
-        h=h, c=c, tags=tags, recent=recent, event_ids=ids,
+        h=np.frombuffer(buf, _F4, hidden, pos),
+        c=np.frombuffer(buf, _F4, hidden, pos + hidden * 4),
+        tags=np.frombuffer(buf, _F4, n_cats, pos + hidden * 8),
+        recent=np.frombuffer(buf, RECENT_DTYPE, n_recent, pos + hidden * 8 + n_cats * 4),
+        event_ids=np.frombuffer(buf, _U8, n_ids, end_recent),
         model_version=mv.rstrip(b"\0").decode(), events_seen=seen, seq=seq,
         last_partition=part, last_offset=off, last_ts=last_ts,
     )

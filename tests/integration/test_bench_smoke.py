@@ -25,6 +25,10 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     assert res["machine"]["cores"] >= 1 and res["machine"]["libraries"]["torch"]
     assert {r["batch"] for r in res["micro"]["step"]} == {1, 8, 64}
     assert all(r["p50_us"] > 0 for r in res["micro"]["step"] + res["micro"]["tensor_step"] + res["micro"]["topk"])
+    core = res["micro"]["core_step"]  # unpack → LSTM → top-K → pack, through the compiled kernels on CPU
+    assert [(r["batch"], r["device"]) for r in core] == [(1, "cpu fused"), (8, "cpu fused"), (64, "cpu fused")]
+    assert all(r["p50_us"] > 0 and r["history"] > 0 for r in core)
+    assert {r["device"] for r in res["micro"]["tensor_step"]} == {"cpu", "cpu fused"}
     assert res["micro"]["gpu"] or "CUDA not available" in res["micro"]["gpu_note"]
     phases = res["micro"]["step_phases"]  # where the step's time goes: four phases per batch size
     assert {(r["batch"], r["phase"]) for r in phases} == {(b, p) for b in (1, 64) for p in STEP_PHASES}
@@ -41,7 +45,7 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     assert all(0.0 <= r["recall_at_10"] <= 1.0 and r["p50_us"] > 0 and 0 < r["load_s"] for r in ann)
     report = (out / "results.md").read_text()
     assert "## Top-K through an ANN index" in report and "Where the full step's time goes" in report
-    assert "The arithmetic floor of the step" in report
+    assert "The arithmetic floor of the step" in report and "The core step (state unpack" in report
     pipelines = {r["pipeline"] for r in res["latency"]}
     assert {"transport floor", "pipeline batch=64"} <= pipelines
     for row in res["latency"]:

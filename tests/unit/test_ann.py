@@ -3,6 +3,7 @@ recommendations; partial probing still never recommends a masked item and always
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -29,10 +30,12 @@ def _recs(m: ProfileModel, users: list, k: int) -> list[list[str]]:
 
 def test_exhaustive_ann_equals_brute_force_and_masks_history(tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "model", n_items=400)
-    brute, ann = ProfileModel.load(art), ProfileModel.load(art)
+    ann = ProfileModel.load(art)
     index = ann.enable_ann(nprobe=10_000)  # more than nlist = 20: every list is searched
     assert index.nlist == 20 and index.nprobe == 20
-    for batch in (1, 8, 100):  # the numpy path (≤ 64 users) and the torch path
+    # brute force through the compiled CPU kernels (the default) and through torch
+    for brute, batch in itertools.product((ProfileModel.load(art), ProfileModel.load(art, fused_kernels=False)),
+                                          (1, 8, 100)):
         users = _users(brute, batch)
         assert _recs(ann, users, 10) == _recs(brute, users, 10)
         a_scores = [[it["score"] for it in r["items"]] for _, r in ann.outputs(users, k=10)]
