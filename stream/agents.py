@@ -23,6 +23,7 @@ from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pac
 
 from .records import dlq_record, encode, pseudonymise
 from .stall import EXIT_STALLED, EndOffsets, StallWatch, assigned_source_partitions, backlog
+from .take import take_available
 from .topics import topic_names
 
 if TYPE_CHECKING:
@@ -334,7 +335,10 @@ def _profile_agent(app: "ProfilestreamApp", topic: Any, processor: ProfileProces
                 watch.saw_event()
                 await _to_completion(processor.process([fe]))
         else:
-            async for batch in stream.take_events(batch_size, within=window):
+            # window 0: take what has arrived, without waiting (stream/take.py); else Faust's
+            # take_events, which waits up to the window for a full batch.
+            batches = take_available(stream, batch_size) if window == 0 else stream.take_events(batch_size, within=window)
+            async for batch in batches:
                 watch.saw_event()
                 await _to_completion(processor.process(batch))
 

@@ -52,7 +52,10 @@ class Settings:
                            default=16)
     batch_size: int = _env("PROFILESTREAM_BATCH_SIZE", "max events per micro-batch; 1 = strictly per event",
                            default=256)
-    batch_window_ms: float = _env("PROFILESTREAM_BATCH_WINDOW_MS", "max wait to fill a micro-batch", default=5.0)
+    batch_window_ms: float = _env(
+        "PROFILESTREAM_BATCH_WINDOW_MS",
+        "max wait to fill a micro-batch; 0 = no wait: a batch is what has arrived (stream/take.py)",
+        default=5.0)
     single_hop: bool = _env("PROFILESTREAM_SINGLE_HOP",
                             "1 = validate and apply in one agent straight from events.raw, which must then be keyed "
                             "by user_id (mis-keyed events go to the DLQ); 0 = re-key through the events topic",
@@ -97,6 +100,12 @@ class Settings:
             raise ConfigError("partitions must be >= 1")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be >= 1 (1 = no micro-batching)")
+        if self.batch_window_ms < 0:
+            raise ConfigError("batch_window_ms must be >= 0 (0 = take the events that have arrived, no waiting)")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"PROFILESTREAM_DEVICE must be cpu or cuda, got {self.device!r}")
+        if self.cpu_kernel not in ("fused", "torch"):
+            raise ConfigError(f"PROFILESTREAM_CPU_KERNEL must be fused or torch, got {self.cpu_kernel!r}")
         if self.top_k < 1:
             raise ConfigError("top_k must be >= 1")
         if self.ann_min_items < 0 or self.ann_nprobe < 1:

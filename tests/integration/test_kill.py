@@ -21,10 +21,12 @@ from .helpers import Outputs, assert_parity, by_user, caught_up
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("single_hop", [False, True], ids=["two-hop", "single-hop"])
+@pytest.mark.parametrize("single_hop,window_ms", [(False, 5.0), (True, 5.0), (True, 0.0)],
+                         ids=["two-hop", "single-hop", "single-hop-no-window"])
 def test_sigkill_during_replay_loses_nothing_and_applies_nothing_twice(
-        stream_settings: Settings, worker_factory: Callable[..., Worker], single_hop: bool) -> None:
-    s = stream_settings.with_(batch_size=64, single_hop=single_hop)
+        stream_settings: Settings, worker_factory: Callable[..., Worker], single_hop: bool, window_ms: float) -> None:
+    # window_ms 0: batches of what has arrived (stream/take.py), which acks its events itself
+    s = stream_settings.with_(batch_size=64, single_hop=single_hop, batch_window_ms=window_ms)
     # Without event_id: the normalize stage's redeliveries after a kill must be recognised by the id
     # it derives from the raw position (with the dataset's own ids they would be caught by those).
     events = list(islice(iter_dataset_events("ml-100k", s, event_ids=False), 6000))

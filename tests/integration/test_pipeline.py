@@ -21,11 +21,14 @@ pytestmark = pytest.mark.integration
 N_EVENTS = 5000
 
 
-@pytest.mark.parametrize("batch_size,single_hop", [(1, False), (64, False), (64, True)],
-                         ids=["per-event", "batch64", "batch64-single-hop"])
+@pytest.mark.parametrize("batch_size,single_hop,window_ms", [(1, False, 5.0), (64, False, 5.0), (64, True, 5.0),
+                                                            (64, False, 0.0), (64, True, 0.0)],
+                         ids=["per-event", "batch64", "batch64-single-hop", "batch64-no-window",
+                              "batch64-single-hop-no-window"])
 def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable[..., Worker], batch_size: int,
-                             single_hop: bool) -> None:
-    s = stream_settings.with_(batch_size=batch_size, single_hop=single_hop)
+                             single_hop: bool, window_ms: float) -> None:
+    """window_ms 0: micro-batches of what has arrived (stream/take.py) instead of Faust's take_events."""
+    s = stream_settings.with_(batch_size=batch_size, single_hop=single_hop, batch_window_ms=window_ms)
     events = list(iter_dataset_events("ml-100k", s))[:N_EVENTS]
     histories = by_user(events)
     assert len(events) == N_EVENTS and len(histories) >= 50

@@ -44,3 +44,14 @@ def test_settings_command_prints_the_single_hop_flag_as_the_variable_is_written(
     assert main(["settings", "--single-hop"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("PROFILESTREAM_SINGLE_HOP "))
     assert line.split()[1] == "1"
+
+
+def test_batch_window_zero_is_allowed_and_negative_is_refused() -> None:
+    from stream.errors import ConfigError
+    from stream.settings import Settings
+
+    assert Settings.from_env(environ={"PROFILESTREAM_BATCH_WINDOW_MS": "0"}).batch_window_ms == 0.0
+    with pytest.raises(ConfigError, match="batch_window_ms must be >= 0"):
+        Settings.from_env(environ={"PROFILESTREAM_BATCH_WINDOW_MS": "-1"})
+    with pytest.raises(ConfigError, match="cpu_kernel|PROFILESTREAM_CPU_KERNEL"):
+        Settings.from_env(environ={"PROFILESTREAM_CPU_KERNEL": "cuda"})
