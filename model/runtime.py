@@ -95,9 +95,8 @@ class _FusedWeights:
 
     @classmethod
     def of(cls, m: "ProfileModel") -> "_FusedWeights":
-        def a(t: torch.Tensor | np.ndarray) -> np.ndarray:
-            arr = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t
-            return np.ascontiguousarray(arr, np.float32)
+        def a(t: torch.Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().cpu().numpy(), np.float32)
 
         H = m.hidden
         half = np.full(4 * H, 0.5, np.float32)
