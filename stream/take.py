@@ -2,12 +2,14 @@
 
 Faust's `Stream.take_events(max_, within)` yields a batch when it holds `max_` events or when
 `within` has passed since the last batch. At low rates that makes every event wait for the
-window (the batched pipeline's p50 at 100 events/s was 5–8 ms above the per-event one's), and at
-high rates the window hardly matters, because events queue up while a batch is processed.
+window (the batched pipeline's p50 at 100 events/s was 5–8 ms above the per-event one's).
 `take_available` yields as soon as the first event is in and the events already delivered to the
 stream have joined it: after the first event it lets the event loop run until two turns add
 nothing (the stream's queue is drained) or the batch is full. Under load the batch is whatever
-queued during the previous one; at low rates an event goes alone, as in per-event mode.
+queued during the previous one; at low rates an event goes alone, as in per-event mode. The
+price: batches gather fewer of one user's events, and a user's events in one batch give one
+output record, so bursts concentrated on few users cost more (docs/operations.md, "Micro-batches
+without a window", has both sides measured).
 
 It is Faust 0.15's `take_events` with that one change in when a batch is yielded: the same
 passive buffer filling, the same `max_` bound, and the same acks: an event is acked only after
