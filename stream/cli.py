@@ -26,7 +26,7 @@ def _settings_parent() -> argparse.ArgumentParser:
     g.add_argument("--web-port", type=int, help="worker web port [PROFILESTREAM_WEB_PORT, 6066]")
     g.add_argument("--top-k", type=int, help="recommendations per user [PROFILESTREAM_TOP_K, 10]")
     g.add_argument("--batch-size", type=int, help="micro-batch size, 1 = per event [PROFILESTREAM_BATCH_SIZE, 256]")
-    g.add_argument("--batch-window-ms", type=float, help="micro-batch fill window [PROFILESTREAM_BATCH_WINDOW_MS, 5]")
+    g.add_argument("--batch-window-ms", type=float, help="micro-batch fill window in ms; 0 = take what has arrived [PROFILESTREAM_BATCH_WINDOW_MS, 0]")
     g.add_argument("--device", choices=["cpu", "cuda"], help="model device [PROFILESTREAM_DEVICE, cpu]")
     g.add_argument("--single-hop", action="store_const", const=True, default=None,
                    help="validate and apply straight from events.raw, which producers must key by user_id "

@@ -54,8 +54,9 @@ class Settings:
                            default=256)
     batch_window_ms: float = _env(
         "PROFILESTREAM_BATCH_WINDOW_MS",
-        "max wait to fill a micro-batch; 0 = no wait: a batch is what has arrived (stream/take.py)",
-        default=5.0)
+        "0 = no wait: a micro-batch is what has arrived (stream/take.py); > 0 = Faust's take_events, "
+        "waiting up to this long to fill one",
+        default=0.0)
     single_hop: bool = _env("PROFILESTREAM_SINGLE_HOP",
                             "1 = validate and apply in one agent straight from events.raw, which must then be keyed "
                             "by user_id (mis-keyed events go to the DLQ); 0 = re-key through the events topic",

@@ -72,7 +72,8 @@ def run_worker(settings: Settings) -> None:
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, model)
     notes.insert(0, f"worker {settings.app_id}: model {model.model_version} ({model.n_items} items), batch "
-                    f"{settings.batch_size}/{settings.batch_window_ms:.1f} ms, "
+                    f"{settings.batch_size} " + (f"within {settings.batch_window_ms:g} ms" if settings.batch_window_ms
+                                                      else "as arrived") + ", "
                     f"{'single-hop (events.raw keyed by user)' if settings.single_hop else 'two-hop'}, topics {settings.topic_prefix}*, "
                     f"web :{settings.web_port}")
 
