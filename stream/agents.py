@@ -36,8 +36,8 @@ log = logging.getLogger("profilestream.agents")
 
 async def _to_completion(coro: Any) -> None:
     """Run `coro` to its end even if the agent is cancelled meanwhile (worker stop), then pass
-    the cancellation on. `take_events()` acks its whole batch when the agent is cancelled, and the
-    consumer then commits those offsets; a batch cut off half-way would leave events committed but
+    the cancellation on. `take_events()` and stream/take.py ack their whole batch when the agent
+    is cancelled, and the consumer then commits those offsets; a batch cut off half-way would leave events committed but
     never applied, or applied with their outputs unsent. A stuck batch (broker gone) is ended by
     the worker's shutdown watchdog."""
     task = asyncio.ensure_future(coro)
@@ -58,8 +58,8 @@ def _seek_targets(app: Any) -> Callable[[], Mapping[Any, int]]:
 
 def _as_current(event: EventT) -> None:
     # Faust's RocksDB table store and changelog pick the partition from the *current* event.
-    # take_events() leaves the batch's last event current, so before touching a user's row we
-    # make that user's own event current: its state then lives in (and is logged to) the
+    # The take loops leave the batch's last (or the next) event current, so before touching a
+    # user's row we make that user's own event current: its state then lives in (and is logged to) the
     # partition of its events, as co-partitioning requires.
     faust_streams._current_event.set(weakref.ref(event))
 
