@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Mapping
 
-__all__ = ["StallWatch", "EXIT_STALLED", "backlog", "records_behind", "assigned_source_partitions", "EndOffsets"]
+__all__ = ["StallWatch", "EXIT_STALLED", "backlog", "assigned_source_partitions", "EndOffsets"]
 
 #: Exit status of a worker the watchdog stopped (EX_TEMPFAIL: try again).
 EXIT_STALLED = 75
@@ -31,12 +31,6 @@ def backlog(end_offsets: Mapping[tuple[str, int], int],
     offset to be written), `seen` the last offsets processed."""
     common = {tp: max(0, end - 1 - seen[tp]) for tp, end in end_offsets.items() if tp in seen}
     return common or None
-
-
-def records_behind(end_offsets: Mapping[tuple[str, int], int], seen: Mapping[tuple[str, int], int]) -> int | None:
-    """`backlog` summed over the partitions; None when there is nothing to judge by."""
-    per = backlog(end_offsets, seen)
-    return None if per is None else sum(per.values())
 
 
 class StallWatch:
