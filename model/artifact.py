@@ -133,6 +133,10 @@ def load_artifact(path: Path | str) -> Artifact:
         raise ArtifactError(f"{mpath} has an unusable model config: {exc}") from None
     with np.load(io.BytesIO(blobs["weights.npz"]), allow_pickle=False) as z:
         weights = {k: z[k] for k in z.files}
+    bad = sorted(k for k, v in weights.items() if v.dtype.kind == "f" and not np.isfinite(v).all())
+    if bad:
+        raise ArtifactError(f"{path}: weights {', '.join(bad)} hold NaN or infinity (training diverged?); re-train "
+                            "with a lower learning rate")
     cat = json.loads(blobs["items.json"])
     catalogue = Catalogue(cat["item_ids"], cat["titles"], cat["categories"], cat["category_names"])
     if len(catalogue.item_ids) != config.n_items:

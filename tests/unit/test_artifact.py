@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model import ArtifactError, ProfileModel, load_artifact
+from model.artifact import save_artifact
 from tests.conftest import make_artifact
 
 
@@ -61,3 +62,13 @@ def test_wrong_shape_weights_are_refused(tmp_path: Path, small_artifact: Path) -
     with pytest.raises(ArtifactError):
         load_artifact(copy)
     assert np.load(other / "weights.npz")["bias"].shape == (70,)
+
+
+def test_weights_with_nan_are_refused(tmp_path: Path, small_artifact: Path) -> None:
+    art = load_artifact(small_artifact)
+    weights = {k: v.copy() for k, v in art.weights.items()}
+    name = sorted(weights)[0]
+    weights[name].flat[0] = np.nan
+    save_artifact(tmp_path / "nan", config=art.config, weights=weights, catalogue=art.catalogue)
+    with pytest.raises(ArtifactError, match=f"{name}.*NaN or infinity"):
+        load_artifact(tmp_path / "nan")
