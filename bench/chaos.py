@@ -127,7 +127,8 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
 
     rng = random.Random(seed)
     workdir = workdir or Path(settings.state_dir) / "chaos" / uuid.uuid4().hex[:8]
-    s = settings.with_(topic_prefix=f"chaos{uuid.uuid4().hex[:8]}.", batch_size=batch_size,
+    # artifact pinned: each worker gets its own state dir, which must not move STATE_DIR/model
+    s = settings.with_(artifact=settings.artifact_path, topic_prefix=f"chaos{uuid.uuid4().hex[:8]}.", batch_size=batch_size,
                        standby_replicas=standby if scenario == "failover" else 0)
     info = broker_up(s, quiet=True)
     if scenario == "broker" and not info.started_by_us and info.pid < 0:
@@ -246,7 +247,8 @@ def run_fuzz(settings: Settings, *, dataset: str = "ml-100k", events: int = 10_0
         raise RuntimeError(f"the fuzz scenario needs hypothesis ({exc}): pip install -e '.[dev]'") from None
 
     workdir = workdir or Path(settings.state_dir) / "chaos" / uuid.uuid4().hex[:8]
-    s = settings.with_(topic_prefix=f"fuzz{uuid.uuid4().hex[:8]}.", batch_size=batch_size, standby_replicas=0)
+    s = settings.with_(artifact=settings.artifact_path, topic_prefix=f"fuzz{uuid.uuid4().hex[:8]}.", batch_size=batch_size,
+                       standby_replicas=0)
     broker_up(s, quiet=True)
     ensure_topics(s)
     base = list(iter_dataset_events(dataset, s))[:events]

@@ -26,7 +26,13 @@ pytestmark = pytest.mark.integration
 ])
 def test_chaos_scenario_keeps_every_profile_exact(broker: Settings, ml_artifact: Path, tmp_path: Path, scenario: str,
                                                   events: int, rate: float, event_ids: bool, standby: int) -> None:
-    s = broker.with_(artifact=ml_artifact, partitions=3)
+    if scenario == "rebalance":
+        # As `profilestream chaos` (and `make chaos`) run it, without --artifact: the artifact is
+        # STATE_DIR/model, and the workers' own state dirs must not move it (they did until 2026-11-29).
+        s = broker.with_(state_dir=ml_artifact.parent, partitions=3)
+        assert s.artifact is None and s.artifact_path == ml_artifact
+    else:
+        s = broker.with_(artifact=ml_artifact, partitions=3)
     r = run_chaos(s, scenario=scenario, events=events, rate=rate, workdir=tmp_path / "chaos",  # type: ignore[arg-type]
                   settle_timeout=240, event_ids=event_ids, standby=standby)
     print(f"\n[chaos {scenario}] {r}")
