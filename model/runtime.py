@@ -33,7 +33,7 @@ from .ann import DEFAULT_ANN_NPROBE, AnnIndex
 from .artifact import Artifact, load_artifact
 from .events import Event, validate_event
 from .lstm import TYPE_INDEX, ProfileLSTM, gap_feature, value_feature
-from .state import RECENT_DTYPE, UserState, event_id_hash
+from .state import MARK_DTYPE, RECENT_DTYPE, UserState, event_id_hash
 
 __all__ = ["ProfileModel", "Pending", "Applied", "TYPE_TAG_WEIGHT"]
 
@@ -53,11 +53,14 @@ FUSED_MAX_BATCH = 1024
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """An event waiting to be applied, with its source position when it came from Kafka."""
+    """An event waiting to be applied, with its source position when it came from Kafka, and in
+    two-hop mode its position in the raw topic (`raw_partition` -1: unknown)."""
 
     event: Event
     partition: int = -1
     offset: int = -1
+    raw_partition: int = -1
+    raw_offset: int = -1
 
 
 @dataclass
@@ -294,12 +297,24 @@ class ProfileModel:
             seen_ids = set(state.event_ids.tolist())
             acc: list[tuple[Pending, int]] = []
             last_part, last_off = state.last_partition, state.last_offset
+            marks: dict[int, int] | None = None
             for p in events:
                 if p.partition >= 0:
                     if p.partition == last_part and p.offset <= last_off:
                         res.duplicates += 1  # redelivered after a crash or rebalance: already applied
                         continue
                     last_part, last_off = p.partition, p.offset
+                if p.raw_partition >= 0:
+                    # A raw event the normalize stage forwarded again (after a crash or a
+                    # rebalance, at a new offset of `events`): its raw offset is at or before the
+                    # last one applied from that raw partition. Unlike the event-id window, this
+                    # holds for any number of copies.
+                    if marks is None:
+                        marks = dict(zip(state.raw_marks["partition"].tolist(), state.raw_marks["offset"].tolist()))
+                    if p.raw_offset <= marks.get(p.raw_partition, -1):
+                        res.duplicates += 1
+                        continue
+                    marks[p.raw_partition] = p.raw_offset
                 ev = p.event
                 if ev.event_id is not None:
                     hid = event_id_hash(ev.event_id)
@@ -313,6 +328,8 @@ class ProfileModel:
                     continue
                 acc.append((p, idx))
             state.last_partition, state.last_offset = last_part, last_off
+            if marks is not None:
+                state.raw_marks = np.array(sorted(marks.items()), MARK_DTYPE).reshape(-1)
             results.append(res)
             accepted.append(acc)
         self._lstm_rounds(results, accepted)

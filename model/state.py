@@ -8,17 +8,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["UserState", "StateFormatError", "pack_state", "unpack_state", "STATE_FORMAT", "event_id_hash"]
+__all__ = ["UserState", "StateFormatError", "pack_state", "unpack_state", "STATE_FORMAT", "MARK_DTYPE",
+           "event_id_hash"]
 
 #: First byte of every packed state. Bump it when the layout changes; unpacking an unknown
-#: version raises instead of returning garbage.
-STATE_FORMAT = 1
+#: version raises instead of returning garbage. Version 2 (2026-11-29) added `raw_marks`;
+#: version 1 values still unpack (with no marks) and are rewritten as version 2.
+STATE_FORMAT = 2
 # version, model_version(16s), events_seen, seq, last_partition, last_offset, last_ts,
-# hidden, n_cats, n_recent, n_event_ids
-_HEADER = struct.Struct("<B16sQQiqdHHHH")
+# hidden, n_cats, n_recent, n_event_ids[, n_raw_marks (version 2)]
+_HEADER_V1 = struct.Struct("<B16sQQiqdHHHH")
+_HEADER = struct.Struct("<B16sQQiqdHHHHH")
 
 RECENT_DTYPE = np.dtype([("item", "<i4"), ("type", "u1"), ("value", "<f4"), ("ts", "<f8")])
 _RECENT_SIZE = RECENT_DTYPE.itemsize
+#: Per raw partition, the offset of the last raw event applied to this user (two-hop mode).
+MARK_DTYPE = np.dtype([("partition", "<i4"), ("offset", "<i8")])
 _F4, _U8 = np.dtype("<f4"), np.dtype("<u8")
 
 
@@ -39,6 +44,9 @@ class UserState:
     already-seen items in recommendations, explains them, and re-warms the LSTM after a model
     change. `last_partition/last_offset` is the source position of the last applied event, so a
     replayed event is skipped (effectively-once state on top of at-least-once delivery).
+    `raw_marks` does the same for the raw topic in two-hop mode: per `events.raw` partition, the
+    offset of the last raw event applied, so a raw event the normalize stage forwarded again after
+    a crash or rebalance (a copy at a new offset of `events`) is skipped, however many there are.
     """
 
     h: np.ndarray  # (H,) float32
@@ -46,6 +54,7 @@ class UserState:
     tags: np.ndarray  # (n_cats,) float32, decayed category affinities as of last_ts
     recent: np.ndarray = field(default_factory=lambda: np.zeros(0, RECENT_DTYPE))
     event_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    raw_marks: np.ndarray = field(default_factory=lambda: np.zeros(0, MARK_DTYPE))
     model_version: str = ""
     events_seen: int = 0
     seq: int = 0
@@ -67,6 +76,7 @@ def pack_state(s: UserState) -> bytes:
         s.tags.shape[0],
         s.recent.shape[0],
         s.event_ids.shape[0],
+        s.raw_marks.shape[0],
     )
     return b"".join(
         (
@@ -76,6 +86,7 @@ def pack_state(s: UserState) -> bytes:
             np.ascontiguousarray(s.tags, "<f4").tobytes(),
             np.ascontiguousarray(s.recent, RECENT_DTYPE).tobytes(),
             np.ascontiguousarray(s.event_ids, "<u8").tobytes(),
+            np.ascontiguousarray(s.raw_marks, MARK_DTYPE).tobytes(),
         )
     )
 
@@ -83,18 +94,23 @@ def pack_state(s: UserState) -> bytes:
 def unpack_state(data: bytes) -> UserState:
     if not data:
         raise StateFormatError("empty state value")
-    if data[0] != STATE_FORMAT:
+    version = data[0]
+    if version not in (1, STATE_FORMAT):
         raise StateFormatError(
-            f"user state has format version {data[0]}, this code reads version {STATE_FORMAT}; "
+            f"user state has format version {version}, this code reads versions 1 and {STATE_FORMAT}; "
             "upgrade profilestream or reset the state table (delete the state dir and changelog)"
         )
-    if len(data) < _HEADER.size:
-        raise StateFormatError(f"user state truncated: {len(data)} bytes, header needs {_HEADER.size}")
-    (_, mv, seen, seq, part, off, last_ts, hidden, n_cats, n_recent, n_ids) = _HEADER.unpack_from(data)
-    pos = _HEADER.size
+    head = _HEADER if version == STATE_FORMAT else _HEADER_V1
+    if len(data) < head.size:
+        raise StateFormatError(f"user state truncated: {len(data)} bytes, header needs {head.size}")
+    (_, mv, seen, seq, part, off, last_ts, hidden, n_cats, n_recent, n_ids, *rest) = head.unpack_from(data)
+    n_marks = rest[0] if rest else 0
+    pos = head.size
     end_recent = pos + hidden * 8 + n_cats * 4 + n_recent * _RECENT_SIZE
-    if len(data) != end_recent + n_ids * 8:
-        raise StateFormatError(f"user state has {len(data)} bytes, its header promises {end_recent + n_ids * 8}")
+    end_ids = end_recent + n_ids * 8
+    if len(data) != end_ids + n_marks * MARK_DTYPE.itemsize:
+        raise StateFormatError(f"user state has {len(data)} bytes, its header promises "
+                               f"{end_ids + n_marks * MARK_DTYPE.itemsize}")
     # One writable copy of the value; the arrays are views into it (frombuffer on bytes is read-only).
     buf = bytearray(data)
     return UserState(
@@ -103,6 +119,7 @@ def unpack_state(data: bytes) -> UserState:
         tags=np.frombuffer(buf, _F4, n_cats, pos + hidden * 8),
         recent=np.frombuffer(buf, RECENT_DTYPE, n_recent, pos + hidden * 8 + n_cats * 4),
         event_ids=np.frombuffer(buf, _U8, n_ids, end_recent),
+        raw_marks=np.frombuffer(buf, MARK_DTYPE, n_marks, end_ids),
         model_version=mv.rstrip(b"\0").decode(), events_seen=seen, seq=seq,
         last_partition=part, last_offset=off, last_ts=last_ts,
     )

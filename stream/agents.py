@@ -29,7 +29,8 @@ from .topics import topic_names
 if TYPE_CHECKING:
     from .app import ProfilestreamApp
 
-__all__ = ["declare", "ProfileProcessor", "Normalizer", "GapWatch", "GAP_LOG_PREFIX", "RAW_SOURCE_BASE"]
+__all__ = ["declare", "ProfileProcessor", "Normalizer", "GapWatch", "GAP_LOG_PREFIX", "RAW_SOURCE_BASE",
+           "RAW_POSITION_HEADER", "raw_position"]
 
 log = logging.getLogger("profilestream.agents")
 
@@ -73,6 +74,27 @@ RAW_SOURCE_BASE = 1 << 16
 
 #: The start of the warning `GapWatch` logs; the chaos harness counts these lines in worker logs.
 GAP_LOG_PREFIX = "offset gap"
+
+#: Header the normalize agent puts on each record of `events`: the raw event's position in
+#: `events.raw`, b"<partition>:<offset>". The profile agent keeps, per user and raw partition,
+#: the last raw offset applied (`UserState.raw_marks`), so the copies the normalize stage forwards
+#: again after a crash or rebalance are skipped however many there are; the event-id window alone
+#: (256 per user) let a run of more than 256 copies of one user's events through, every one of
+#: them (docs/operations.md "Redeliveries of the normalize stage").
+RAW_POSITION_HEADER = "profilestream-raw-position"
+
+
+def raw_position(msg: Any) -> tuple[int, int]:
+    """(raw partition, raw offset) from a record of `events`, or (-1, -1) when it has no valid
+    RAW_POSITION_HEADER (written by a version before 2026-11-29, or by another producer)."""
+    for name, value in (msg.headers.items() if isinstance(msg.headers, Mapping) else msg.headers or ()):
+        if name == RAW_POSITION_HEADER:
+            try:
+                part, _, off = bytes(value).partition(b":")
+                return int(part), int(off)
+            except (TypeError, ValueError):
+                return -1, -1
+    return -1, -1
 
 
 class GapWatch:
@@ -238,6 +260,7 @@ class ProfileProcessor:
         t0 = time.perf_counter()
         # (user key) → segments of events; a `forget` closes a segment.
         per_user: dict[bytes, list[list[tuple[EventT, Event]]]] = {}
+        raw_pos: dict[int, tuple[int, int]] = {}  # two-hop: id(fe) → raw position, from the header
         for fe in batch:
             self.gaps.see(fe.message)
             if self.normalizer is not None:
@@ -253,6 +276,7 @@ class ProfileProcessor:
                 except (TypeError, ValueError) as exc:  # not written by our normalize agent
                     await self._dlq(fe, f"event on the normalised topic is unreadable: {exc}")
                     continue
+                raw_pos[id(fe)] = raw_position(fe.message)
             segs = per_user.setdefault(key, [[]])
             segs[-1].append((fe, ev))
             if ev.type == "forget":
@@ -271,15 +295,16 @@ class ProfileProcessor:
                 del per_user[key]
         while per_user:
             work = [(key, segs.pop(0)) for key, segs in per_user.items()]
-            await self._apply_round(work, states)
+            await self._apply_round(work, states, raw_pos)
             per_user = {k: s for k, s in per_user.items() if s}
         self.m.step_seconds.observe(time.perf_counter() - t0)
 
     async def _apply_round(self, work: list[tuple[bytes, list[tuple[EventT, Event]]]],
-                           states: dict[bytes, UserState]) -> None:
+                           states: dict[bytes, UserState], raw_pos: Mapping[int, tuple[int, int]]) -> None:
         batch_in = []
         for key, seg in work:
-            evs = [Pending(ev, self.source_base + fe.message.partition, fe.message.offset)
+            evs = [Pending(ev, self.source_base + fe.message.partition, fe.message.offset,
+                           *raw_pos.get(id(fe), (-1, -1)))
                    for fe, ev in seg if ev.type != "forget"]
             batch_in.append((states[key], evs))
         results = self.model.apply(batch_in)
@@ -394,7 +419,8 @@ def declare(app: "ProfilestreamApp") -> None:
                     if ev is not None:
                         # Re-key by user: every event of a user lands on one partition of `events`, in order.
                         await app.events_topic.send(  # type: ignore[attr-defined]
-                            key=ev.user_id.encode(), value=encode(ev.to_json()))
+                            key=ev.user_id.encode(), value=encode(ev.to_json()),
+                            headers=[(RAW_POSITION_HEADER, b"%d:%d" % (fe.message.partition, fe.message.offset))])
 
         two = ProfileProcessor(app)
         _profile_agent(app, app.events_topic, two, watch)  # type: ignore[attr-defined]

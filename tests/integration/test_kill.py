@@ -21,8 +21,8 @@ from .helpers import Outputs, assert_parity, by_user, caught_up
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("single_hop,window_ms", [(False, 5.0), (True, 5.0), (True, 0.0)],
-                         ids=["two-hop", "single-hop", "single-hop-no-window"])
+@pytest.mark.parametrize("single_hop,window_ms", [(False, 5.0), (True, 5.0), (True, 0.0), (False, 0.0)],
+                         ids=["two-hop", "single-hop", "single-hop-no-window", "two-hop-no-window"])
 def test_sigkill_during_replay_loses_nothing_and_applies_nothing_twice(
         stream_settings: Settings, worker_factory: Callable[..., Worker], single_hop: bool, window_ms: float) -> None:
     # window_ms 0: batches of what has arrived (stream/take.py), which acks its events itself

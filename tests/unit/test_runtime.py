@@ -69,6 +69,28 @@ def test_duplicates_by_event_id_and_source_position_are_applied_once(small_artif
     assert s.events_seen == 10
 
 
+@pytest.mark.parametrize("batches", [1, 7], ids=["one-batch", "batches-of-50"])
+def test_a_long_run_of_normalize_copies_is_skipped_by_raw_position(small_artifact: Path, batches: int) -> None:
+    # 300 events of one user, then the normalize stage forwards all 300 again (a crash before its
+    # raw offsets were committed): same ids and raw positions, new offsets of `events`. The
+    # 256-id window alone let every copy through (each applied copy pushed out the id the next
+    # copy needed); the raw marks skip them all, and the next new event is applied.
+    m = ProfileModel.load(small_artifact)
+    evs = _events([{**e, "event_id": f"e{j}"} for j, e in enumerate(synthetic_history("u1", 301))])
+    s = m.initial_state()
+    originals = [Pending(e, 0, 1000 + j, 2, 500 + j) for j, e in enumerate(evs[:300])]
+    copies = [Pending(e, 0, 2000 + j, 2, 500 + j) for j, e in enumerate(evs[:300])]
+    size = math.ceil(300 / batches)
+    for chunk in (originals, copies):
+        for i in range(0, 300, size):
+            m.apply([(s, chunk[i:i + size])])
+    assert s.events_seen == 300
+    res = m.apply([(s, [Pending(evs[300], 0, 2300, 2, 800), Pending(evs[0], 0, 2301, 3, 9)])])
+    assert res[0].applied == 2  # a new raw offset, and an unknown raw partition (a different raw event)
+    assert s.events_seen == 302
+    assert sorted(zip(s.raw_marks["partition"].tolist(), s.raw_marks["offset"].tolist())) == [(2, 800), (3, 9)]
+
+
 def test_unknown_item_is_rejected_and_others_applied(small_artifact: Path) -> None:
     m = ProfileModel.load(small_artifact)
     good = _events(synthetic_history("u1", 3))
