@@ -260,7 +260,6 @@ class ProfileProcessor:
         t0 = time.perf_counter()
         # (user key) → segments of events; a `forget` closes a segment.
         per_user: dict[bytes, list[list[tuple[EventT, Event]]]] = {}
-        raw_pos: dict[int, tuple[int, int]] = {}  # two-hop: id(fe) → raw position, from the header
         for fe in batch:
             self.gaps.see(fe.message)
             if self.normalizer is not None:
@@ -276,7 +275,6 @@ class ProfileProcessor:
                 except (TypeError, ValueError) as exc:  # not written by our normalize agent
                     await self._dlq(fe, f"event on the normalised topic is unreadable: {exc}")
                     continue
-                raw_pos[id(fe)] = raw_position(fe.message)
             segs = per_user.setdefault(key, [[]])
             segs[-1].append((fe, ev))
             if ev.type == "forget":
@@ -295,16 +293,17 @@ class ProfileProcessor:
                 del per_user[key]
         while per_user:
             work = [(key, segs.pop(0)) for key, segs in per_user.items()]
-            await self._apply_round(work, states, raw_pos)
+            await self._apply_round(work, states)
             per_user = {k: s for k, s in per_user.items() if s}
         self.m.step_seconds.observe(time.perf_counter() - t0)
 
     async def _apply_round(self, work: list[tuple[bytes, list[tuple[EventT, Event]]]],
-                           states: dict[bytes, UserState], raw_pos: Mapping[int, tuple[int, int]]) -> None:
+                           states: dict[bytes, UserState]) -> None:
         batch_in = []
+        two_hop = self.normalizer is None  # records of `events` carry their raw position
         for key, seg in work:
             evs = [Pending(ev, self.source_base + fe.message.partition, fe.message.offset,
-                           *raw_pos.get(id(fe), (-1, -1)))
+                           *(raw_position(fe.message) if two_hop else (-1, -1)))
                    for fe, ev in seg if ev.type != "forget"]
             batch_in.append((states[key], evs))
         results = self.model.apply(batch_in)
