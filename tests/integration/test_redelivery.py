@@ -16,6 +16,7 @@ from model import ProfileModel
 from stream import Settings
 from stream.agents import RAW_POSITION_HEADER
 from stream.consume import TopicReader
+from stream.records import encode
 from stream.replay import iter_dataset_events, produce_events
 from stream.topics import topic_names
 
@@ -47,7 +48,7 @@ def test_a_run_of_300_forwarded_copies_is_skipped(stream_settings: Settings, wor
         assert len(raw_positions) == 300 and None not in raw_positions
         prod = Producer(s.confluent_config())
         for r in forwarded:  # the same records again, at new offsets of the same partition
-            prod.produce(r.topic, key=r.key, value=_encode(r.value), partition=r.partition,
+            prod.produce(r.topic, key=r.key, value=encode(r.value), partition=r.partition,
                          headers=list(r.headers.items()))
         prod.flush(30)
         produce_events(s, mine[300:], progress=False)
@@ -65,8 +66,3 @@ def test_a_run_of_300_forwarded_copies_is_skipped(stream_settings: Settings, wor
     finally:
         outputs.close()
 
-
-def _encode(value: dict) -> bytes:  # type: ignore[type-arg]
-    import json
-
-    return json.dumps(value).encode()
