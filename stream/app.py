@@ -21,10 +21,12 @@ Latency-relevant settings, and why (see docs/operations.md):
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from typing import Any
 
 import faust
+from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
@@ -32,9 +34,12 @@ from mode.utils.queues import FlowControlEvent
 from model import ProfileModel
 
 from .metrics import WorkerMetrics
+from .sequencer import Sequencer, Verdict, commit_may_advance, describe
 from .settings import Settings
 
 __all__ = ["create_app", "create_app_shell", "ProfilestreamApp"]
+
+log = logging.getLogger("profilestream.app")
 
 #: ms a fetch may wait on the broker for data; Faust's driver hard-codes 1500.
 FETCH_MAX_WAIT_MS = 50
@@ -49,18 +54,152 @@ class _LowLatencyConsumer(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, with the stream topics' records handed to the agents strictly in
+    offset order and commits that never pass a record no agent finished (`stream/sequencer.py`)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: partition → the committed offset the last seek after a rebalance went to (agents.GapWatch).
         self.seek_targets: dict[Any, int] = {}
+        self.sequencer = Sequencer()
+        self._fetch_round = 0
+        self._last_seek: dict[Any, int | None] = {}
 
     def _new_consumer_thread(self) -> Any:
         return _LowLatencyConsumer(self, loop=self.loop, beacon=self.beacon)
 
+    def _is_stream(self, tp: Any) -> bool:
+        return bool(self.app.topics.acks_enabled_for(tp.topic))
+
     async def seek_to_committed(self) -> Any:
         offsets = await super().seek_to_committed()
         self.seek_targets.update({tp: off for tp, off in offsets.items() if off is not None and off >= 0})
+        self._last_seek = {ensure_TP(tp): off for tp, off in offsets.items()}
         return offsets
+
+    async def perform_seek(self) -> None:
+        self._last_seek = {}
+        await super().perform_seek()
+        for tp, off in self._last_seek.items():
+            if not self._is_stream(tp):
+                continue
+            if off is None or off <= 0:
+                # Nothing committed yet: the Kafka client did not seek, but records this generation
+                # fetched before now were held back (Verdict.WAIT), so start again from the beginning.
+                off = 0
+                await self._seek_quietly(tp, 0)
+            self.sequencer.sought(tp, off)
+
+    async def _seek_quietly(self, tp: Any, offset: int) -> bool:
+        try:
+            await self.seek_wait({tp: offset})
+            return True
+        except Exception as exc:  # revoked meanwhile: the next owner seeks it
+            log.info("%s: seek to %d failed (%r); the partition's next assignment seeks it again",
+                     describe(tp), offset, exc)
+            return False
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        self.sequencer.reset(revoked)
+        await super().on_partitions_revoked(revoked)
+        self.sequencer.reset(revoked)  # a hand-over cut short by the revoke may have finished meanwhile
+
+    async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        self.sequencer.reset(assigned)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def _new_offset(self, tp: Any) -> int | None:
+        acked = self._acked[tp]
+        if acked and self._is_stream(tp):
+            base = self._committed_offset.get(tp)
+            if base is None:
+                base = self.sequencer.floor(tp)
+            if not commit_may_advance(acked, (iv.begin for iv in self._gap[tp]), base):
+                return None
+        return super()._new_offset(tp)
+
+    def _mark_no_records(self, tp: Any, start: int, end: int) -> None:
+        """Offsets [start, end) of a stream partition hold no records: done, for the commit."""
+        log.warning("%s: offsets %d … %d hold no records (a transactional producer's markers or "
+                    "compaction); counted as done", describe(tp), start, end - 1)
+        gap = self._gap[tp]
+        gap.addi(start, end)
+        gap.merge_overlaps()
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in every worker test
+        """faust-streaming 0.15.3's `Consumer._drain_messages`, except that records of the stream
+        topics go through `self.sequencer` instead of Faust's read offset and gap marks (see
+        stream/sequencer.py for the loss those caused). Changelog records keep Faust's logic."""
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        seq = self.sequencer
+        suspend_flow = self.suspend_flow
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                ait = getmany(timeout=1.0)
+                await self.sleep(0)
+                if not self.should_stop:
+                    self._fetch_round += 1
+                    fetch_round = self._fetch_round
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        offset = message.offset
+                        if acks_enabled_for(message.topic):
+                            verdict = seq.admit(tp, offset, fetch_round)
+                            if verdict is Verdict.SEEK:
+                                nxt = seq.next_offset(tp)
+                                log.info("%s: fetched offset %d ahead of the next one to hand over (%s); "
+                                         "seeking back", describe(tp), offset, nxt)
+                                if nxt is not None:
+                                    await self._seek_quietly(tp, nxt)
+                                continue
+                            if verdict is Verdict.GAP:
+                                self._mark_no_records(tp, *seq.skip_gap(tp, offset))
+                            elif verdict is not Verdict.DELIVER:
+                                continue
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            await self.wait_first(callback(message), suspend_flow.wait())
+                            if not suspend_flow.is_set():
+                                seq.delivered(tp, offset)
+                            continue
+                        # changelog topics: Faust's own logic
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            await self.wait_first(callback(message), suspend_flow.wait())
+                            set_read_offset(tp, offset)
+                    unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
 
 
 class _Transport(faust_aiokafka.Transport):

@@ -1,0 +1,134 @@
+"""In-order hand-over of stream records from the fetcher to the agents, per partition.
+
+faust-streaming 0.15's fetch loop (`Consumer._drain_messages`) hands a record to the agents when
+its offset is at or above the partition's last *handed-over* offset (`_read_offset`), and treats any
+jump above that mark as a stretch of offsets without records (`_add_gap`), which then counts as done
+for the commit. Both marks go wrong around a rebalance. Traced on 2026-11-29 (chaos rebalance run,
+`events.raw[0]`, docs/operations.md "Rebalances and Faust", item 5):
+
+1. a record of the old generation whose hand-over was cut short by the revoke still set the mark
+   (15809) after the revoke had cleared it, so the new generation dropped the records it fetched
+   again from the committed offset (15733 … 15808);
+2. Faust's seek to the committed offset reset the mark to 15733 while the loop was still handing over
+   a batch fetched before the seek (15809 …), so the jump 15733 → 15810 became a "gap", the commit
+   went to 15810, and 15804 … 15808, never processed, were lost.
+
+`Sequencer` replaces both marks for the stream topics (the ones whose offsets are committed): after
+each assignment it waits for the seek to the committed offset, then hands over exactly the next
+offset and nothing else.
+
+- A record *below* the next offset was handed over already in this generation: dropped (Faust
+  dropped these too).
+- A record *above* it means the fetcher ran ahead of the hand-over (a batch fetched before a seek, or
+  records the fetch filtered out): it is held back, the partition is sought back to the next offset
+  (once), and the records come again in order.
+- Only a fetch round that starts *after* that seek and still begins above the next offset proves that
+  the offsets in between hold no records (a transactional producer's markers, compaction). Then, and
+  only then, the stretch counts as done for the commit.
+
+Changelog topics keep Faust's own logic: recovery reads them, nothing commits them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import Enum
+from typing import Any, Hashable, Iterable
+
+__all__ = ["Sequencer", "Verdict", "commit_may_advance"]
+
+
+class Verdict(Enum):
+    DELIVER = "deliver"  # hand the record over; then call `delivered()` if the hand-over completed
+    DROP = "drop"  # handed over before in this generation
+    WAIT = "wait"  # no seek to the committed offset yet in this generation; the seek fetches it again
+    SEEK = "seek"  # the fetch ran ahead: seek the partition back to `next_offset()`, hold the record
+    HOLD = "hold"  # the fetch ran ahead, the seek back is under way: hold the record
+    GAP = "gap"  # offsets `next_offset()` … offset-1 hold no records: count them done, then deliver
+
+
+class Sequencer:
+    """Which fetched record of a stream partition may reach the agents, and in what order."""
+
+    def __init__(self) -> None:
+        self._next: dict[Hashable, int] = {}  # next offset to hand over; absent until the seek
+        self._floor: dict[Hashable, int] = {}  # where this generation's run began (the seek target)
+        self._probe: dict[Hashable, int] = {}  # fetch round in which we sought the partition back
+        self.counts: Counter[str] = Counter()
+
+    # ---- the consumer tells it what happened
+    def reset(self, tps: Iterable[Hashable]) -> None:
+        """Partitions revoked or (re)assigned: nothing may be handed over until the next seek."""
+        for tp in tps:
+            self._next.pop(tp, None)
+            self._floor.pop(tp, None)
+            self._probe.pop(tp, None)
+
+    def sought(self, tp: Hashable, offset: int) -> None:
+        """The fetcher of `tp` was sent to `offset` (the committed offset after a rebalance).
+
+        Records from `offset` up to the next offset were handed over already in this generation if
+        the next offset is ahead of it; they are not handed over again. Otherwise the run starts at
+        `offset`: whatever lies below it was committed, so processed."""
+        self._floor[tp] = offset
+        self._probe.pop(tp, None)
+        nxt = self._next.get(tp)
+        if nxt is None or nxt < offset:
+            self._next[tp] = offset
+
+    def admit(self, tp: Hashable, offset: int, fetch_round: int) -> Verdict:
+        """The verdict on a fetched record; `fetch_round` numbers the fetcher's batches in order."""
+        nxt = self._next.get(tp)
+        if nxt is None:
+            v = Verdict.WAIT
+        elif offset == nxt:
+            return Verdict.DELIVER
+        elif offset < nxt:
+            v = Verdict.DROP
+        else:
+            probe = self._probe.get(tp)
+            if probe is None:
+                self._probe[tp] = fetch_round
+                v = Verdict.SEEK
+            elif fetch_round <= probe:
+                v = Verdict.HOLD
+            else:
+                # a batch fetched after the seek back to `nxt` still starts above it
+                v = Verdict.GAP
+        self.counts[v.value] += 1
+        return v
+
+    def delivered(self, tp: Hashable, offset: int) -> None:
+        """The record at `offset` reached the agents' queues (its hand-over was not cut short)."""
+        if self._next.get(tp) == offset:
+            self._next[tp] = offset + 1
+            self._probe.pop(tp, None)
+
+    def skip_gap(self, tp: Hashable, offset: int) -> tuple[int, int]:
+        """After a GAP verdict: the offsets [start, offset) hold no records; the next one is `offset`."""
+        start = self._next[tp]
+        self._next[tp] = offset
+        self._probe.pop(tp, None)
+        return start, offset
+
+    # ---- what it knows
+    def next_offset(self, tp: Hashable) -> int | None:
+        return self._next.get(tp)
+
+    def floor(self, tp: Hashable) -> int | None:
+        return self._floor.get(tp)
+
+
+def commit_may_advance(acked: list[int], gap_starts: Iterable[int], base: int | None) -> bool:
+    """Whether the run of acked offsets may move a partition's commit on from `base`, the committed
+    offset (the next offset to read). It may only if the lowest acked (or no-record) offset *is*
+    `base`. faust-streaming 0.15 allowed `base + 1` as well, an off-by-one since its commit became
+    `last + 1`, which commits past a record at `base` that was handed over but not yet processed."""
+    if not acked or base is None:
+        return True
+    lowest = min(min(acked), min(gap_starts, default=min(acked)))
+    return lowest <= base
+
+
+def describe(tp: Any) -> str:
+    return f"{getattr(tp, 'topic', tp)}[{getattr(tp, 'partition', '?')}]"

@@ -1,0 +1,210 @@
+"""In-order hand-over of stream records (stream/sequencer.py) and the consumer's fetch loop that uses
+it (stream/app.py `_Consumer._drain_messages`), on the interleaving traced in the 2026-11-29 chaos
+rebalance run that lost `events.raw[0]` offsets 15804-15808 (docs/operations.md "Rebalances and
+Faust", item 5).
+
+The loop tests run the real fetch loops, ours and faust-streaming's, on one consumer object whose
+Kafka client is replaced by a scripted partition log (no broker: this is the consumer's bookkeeping,
+not the stream; the rebalance chaos test covers the stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from stream.app import create_app_shell
+from stream.sequencer import Sequencer, Verdict, commit_may_advance
+from stream.settings import Settings
+
+T = TP("events.raw", 0)
+
+
+# ---------------------------------------------------------------- Sequencer alone
+
+def test_nothing_is_handed_over_before_the_seek_of_the_generation() -> None:
+    s = Sequencer()
+    assert s.admit(T, 10, 1) is Verdict.WAIT
+    s.sought(T, 10)
+    assert s.admit(T, 10, 2) is Verdict.DELIVER
+    s.delivered(T, 10)
+    assert s.next_offset(T) == 11
+
+
+def test_records_are_handed_over_in_offset_order_only() -> None:
+    s = Sequencer()
+    s.sought(T, 100)
+    # a batch fetched before the seek, from a position ahead of the committed offset
+    assert s.admit(T, 105, 1) is Verdict.SEEK
+    assert s.admit(T, 106, 1) is Verdict.HOLD  # same round: fetched before the seek back
+    assert s.next_offset(T) == 100
+    out = []
+    for off in range(100, 108):  # the round after the seek back
+        v = s.admit(T, off, 2)
+        if v is Verdict.DELIVER:
+            s.delivered(T, off)
+            out.append(off)
+    assert out == list(range(100, 108))
+
+
+def test_a_cut_short_hand_over_does_not_advance() -> None:
+    s = Sequencer()
+    s.sought(T, 5)
+    assert s.admit(T, 5, 1) is Verdict.DELIVER  # ... and the revoke cut the hand-over short
+    assert s.admit(T, 6, 1) is Verdict.SEEK
+    s.reset([T])  # revoked
+    s.delivered(T, 5)  # the cut-short hand-over finishing late is ignored
+    assert s.next_offset(T) is None
+
+
+def test_records_below_the_next_offset_are_dropped_once_handed_over() -> None:
+    s = Sequencer()
+    s.sought(T, 0)
+    for off in range(3):
+        assert s.admit(T, off, 1) is Verdict.DELIVER
+        s.delivered(T, off)
+    s.sought(T, 0)  # a seek back to the committed offset: 0-2 were handed over in this generation
+    assert s.next_offset(T) == 3
+    assert [s.admit(T, off, 2) for off in range(4)] == [Verdict.DROP] * 3 + [Verdict.DELIVER]
+
+
+def test_a_seek_ahead_of_the_hand_over_moves_it() -> None:
+    s = Sequencer()
+    s.sought(T, 0)
+    s.sought(T, 50)  # committed by the partition's earlier owner
+    assert s.next_offset(T) == 50
+    assert s.floor(T) == 50
+
+
+def test_a_gap_is_accepted_only_from_a_round_fetched_after_the_seek_back() -> None:
+    s = Sequencer()
+    s.sought(T, 10)
+    assert s.admit(T, 13, 4) is Verdict.SEEK  # round 4: seek back to 10
+    assert s.admit(T, 14, 4) is Verdict.HOLD
+    assert s.admit(T, 13, 5) is Verdict.GAP  # round 5 began at 10 and Kafka returned 13 first
+    assert s.skip_gap(T, 13) == (10, 13)
+    assert s.admit(T, 13, 5) is Verdict.DELIVER
+
+
+def test_commit_needs_the_lowest_done_offset_to_be_the_committed_one() -> None:
+    assert commit_may_advance([7, 8, 9], [], 7)
+    assert not commit_may_advance([8, 9], [], 7)  # 7 handed over, not done: faust 0.15 committed 10
+    assert commit_may_advance([9], [7], 7)  # 7-8 hold no records
+    assert commit_may_advance([], [], 7)
+    assert commit_may_advance([8], [], None)  # no committed offset known: faust's own rule
+
+
+# ---------------------------------------------------------------- the fetch loops, scripted
+
+@dataclass(eq=False)
+class _Msg:
+    topic: str
+    partition: int
+    offset: int
+    acked: bool = False
+    generation_id: int = 4
+    key: bytes = b""
+    value: bytes = b""
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+class _Log:
+    """One partition's log as the Kafka client serves it: a position that fetches advance and seeks
+    move. Round 1 is a batch the client fetched from 15733 before Faust's seek to the committed
+    offset landed; the seek lands right after the loop handed over (or held back) offset 15809."""
+
+    def __init__(self, end: int, batch: int = 100) -> None:
+        self.end = end
+        self.batch = batch
+        self.position = 15733
+        self.rounds = 0
+        self.seeks: list[int] = []
+        self.consumer: Any = None
+        self.fetcher: Any = None
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, _Msg]]:
+        self.rounds += 1
+        start, stop = self.position, min(self.position + self.batch, self.end)
+        self.position = stop
+        if start >= self.end or self.rounds > 20:
+            self.fetcher._stopped.set()
+            return
+        for off in range(start, stop):
+            yield T, _Msg(T.topic, T.partition, off)
+            if self.rounds == 1 and off == 15809:
+                await self.consumer.perform_seek()  # Recovery._resume_streams, concurrently
+
+    async def seek_to_committed(self) -> dict[TP, int]:
+        self.seeks.append(15733)
+        self.position = 15733
+        return {T: 15733}
+
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        for off in partitions.values():
+            self.seeks.append(off)
+            self.position = off
+
+
+class _Fetcher:
+    def __init__(self) -> None:
+        self._stopped = asyncio.Event()
+
+
+def _run(loop_fn: Any) -> tuple[list[int], Any, Any]:
+    async def main() -> tuple[list[int], Any, Any]:
+        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
+        c = app.consumer
+        log = _Log(end=15900)
+        log.consumer, log.fetcher = c, _Fetcher()
+        handed: list[int] = []
+
+        async def callback(msg: _Msg) -> None:
+            handed.append(msg.offset)
+            c.ack(msg)  # the agent finishes it at once
+
+        c.callback = callback
+        c.getmany = log.getmany
+        c._thread.seek_to_committed = log.seek_to_committed
+        c._thread.seek_wait = log.seek_wait
+        app.topics.acks_enabled_for = lambda topic: topic == T.topic
+        # the state the rebalance left (generation 3 → 4): Faust's read offset set to 15809 by a
+        # hand-over the revoke cut short, after the revoke had cleared it; the sequencer reset.
+        c._read_offset[T] = 15809
+        c._committed_offset[T] = 15733
+        c.sequencer.reset([T])
+        await asyncio.wait_for(loop_fn(c, log.fetcher), 30)
+        return handed, c, log
+
+    return asyncio.run(main())
+
+
+def test_our_fetch_loop_hands_over_every_record_once_in_order() -> None:
+    handed, c, log = _run(lambda c, f: c._drain_messages(f))
+    assert handed == list(range(15733, 15900))
+    assert c._new_offset(T) == 15900  # the commit covers exactly what the agent finished
+    assert c.sequencer.counts["gap"] == 0
+
+
+def test_faust_fetch_loop_loses_the_records_on_this_interleaving() -> None:
+    """The same script through faust-streaming 0.15.3's own loop: what the fix is for. If a later
+    faust-streaming fixes this, this test fails, and stream/app.py's loop may be retired."""
+    handed, c, log = _run(lambda c, f: faust_aiokafka.Consumer._drain_messages(c, f))
+    missing = sorted(set(range(15733, 15900)) - set(handed))
+    assert missing == list(range(15733, 15809))
+    # faust's commit then passes them (the trace: 15810), ours refuses: 15733 is not done
+    assert c._new_offset(T) is None
+    faust_commit = faust_aiokafka.Consumer._new_offset(c, T)
+    assert faust_commit is not None and faust_commit > 15809
+
+
+if __name__ == "__main__":  # pragma: no cover
+    pytest.main([__file__, "-q"])
