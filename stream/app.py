@@ -142,6 +142,8 @@ class _Consumer(faust_aiokafka.Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         seq = self.sequencer
         suspend_flow = self.suspend_flow
+        metrics = getattr(self.app, "metrics", None)
+        held = metrics.fetch_held if metrics is not None else None
         yield_every = 100
         num_since_yield = 0
         sleep = asyncio.sleep
@@ -161,6 +163,8 @@ class _Consumer(faust_aiokafka.Consumer):
                         offset = message.offset
                         if acks_enabled_for(message.topic):
                             verdict = seq.admit(tp, offset, fetch_round)
+                            if verdict is not Verdict.DELIVER and held is not None:
+                                held.labels(verdict.value).inc()
                             if verdict is Verdict.SEEK:
                                 nxt = seq.next_offset(tp)
                                 log.info("%s: fetched offset %d ahead of the next one to hand over (%s); "

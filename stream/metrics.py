@@ -24,6 +24,11 @@ class WorkerMetrics:
         self.stale_events = Counter("profilestream_stale_events", "events left unprocessed and unacked because a "
                                     "rebalance began before they were (the partitions' next owner reads them again)",
                                     registry=r)
+        self.fetch_held = Counter(
+            "profilestream_fetch_held_back", "stream records the fetch loop did not hand to the agents as fetched "
+            "(stream/sequencer.py), by reason: wait (before the generation's seek to the committed offset), drop "
+            "(handed over already), seek/hold (fetched ahead of the next offset; sought back), gap (offsets without "
+            "records, counted done)", ["reason"], registry=r)
         self.raw_partition_mismatch = Counter(
             "profilestream_raw_partition_mismatch", "single-hop mode: raw events on another partition than Kafka's "
             "default (murmur2) partitioner gives their key (state then does not survive a switch to two-hop mode)",
