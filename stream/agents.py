@@ -106,12 +106,12 @@ class GapWatch:
     stream/app.py's `_FlowControl` (issue 5, docs/operations.md "Rebalances and Faust").
     Counted in `profilestream_offset_gaps_total` and logged as a warning.
 
-    One jump is expected and not counted: right after a rebalance the fetcher may hand over a few
-    records from the position the Kafka client reset the partition to, before Faust's seek to the
-    committed offset lands; the agent then jumps forward to exactly that committed offset
-    (`seek_targets()`), and the records in between were committed, so processed, before. A
-    transactional producer or a compacted input topic also leaves offset gaps, legitimately; ours
-    leave none.
+    One jump was expected and is not counted: right after a rebalance Faust's fetch loop could hand
+    over a few records from the position the Kafka client reset the partition to, before Faust's
+    seek to the committed offset landed; the agent then jumped forward to exactly that committed
+    offset (`seek_targets()`). Since stream/sequencer.py orders the hand-over from the committed
+    offset this no longer happens, and the watch is a second line behind it. A transactional
+    producer or a compacted input topic also leaves offset gaps, legitimately; ours leave none.
     """
 
     def __init__(self, metrics: Any, seek_targets: Callable[[], Mapping[Any, int]] = dict) -> None:

@@ -11,11 +11,13 @@ Latency-relevant settings, and why (see docs/operations.md):
   restart (worker idle, nothing consumed), so it is off again (docs/operations.md). A stop still
   finishes the current batch (`_to_completion` in agents.py).
 - Rebalances (issue 5; docs/operations.md, "Rebalances and Faust"): faust-streaming 0.15 lost or
-  reordered records around a rebalance in two ways, and this module closes both. `_FlowControl`
+  reordered records around a rebalance in three ways, and this module closes them. `_FlowControl`
   keeps Faust's second `flow_control.resume()` from emptying queues that already hold records of
   the new generation; `ProfilestreamApp._on_partitions_revoked` stops new batches and waits for the
   one in hand before Faust revokes the tables, and the agents hold back events of an old
-  generation unacked (agents.is_current).
+  generation unacked (agents.is_current); `_Consumer` hands stream records to the agents strictly
+  in offset order from the committed offset and commits only runs that start there
+  (stream/sequencer.py), where Faust's fetch loop dropped records it fetched again after a seek.
 """
 
 from __future__ import annotations
