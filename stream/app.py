@@ -122,8 +122,8 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _mark_no_records(self, tp: Any, start: int, end: int) -> None:
         """Offsets [start, end) of a stream partition hold no records: done, for the commit."""
-        log.warning("%s: offsets %d … %d hold no records (a transactional producer's markers or "
-                    "compaction); counted as done", describe(tp), start, end - 1)
+        log.info("%s: offsets %d … %d hold no records (a transactional producer's markers or "
+                 "compaction); counted as done", describe(tp), start, end - 1)
         gap = self._gap[tp]
         gap.addi(start, end)
         gap.merge_overlaps()
@@ -182,8 +182,10 @@ class _Consumer(faust_aiokafka.Consumer):
                                 self._n_acked = 0
                                 await self.commit()
                             await self.wait_first(callback(message), suspend_flow.wait())
-                            if not suspend_flow.is_set():
-                                seq.delivered(tp, offset)
+                            if suspend_flow.is_set():
+                                seq.cut_short(tp)
+                            else:
+                                seq.delivered(tp, offset, fetch_round)
                             continue
                         # changelog topics: Faust's own logic
                         r_offset = get_read_offset(tp)

@@ -22,8 +22,10 @@ offset and nothing else.
 - A record *above* it means the fetcher ran ahead of the hand-over (a batch fetched before a seek, or
   records the fetch filtered out): it is held back, the partition is sought back to the next offset
   (once), and the records come again in order.
-- Only a fetch round that starts *after* that seek and still begins above the next offset proves that
-  the offsets in between hold no records (a transactional producer's markers, compaction). Then, and
+- Offsets between two records of one fetch round, the earlier one handed over, with no seek of the
+  partition in between, hold no records (a transactional producer's markers, compaction): the Kafka
+  client returns a partition's records of one round in log order. Across rounds the same is proven
+  only by a round fetched *after* the seek back that still begins above the next offset. Then, and
   only then, the stretch counts as done for the commit.
 
 Changelog topics keep Faust's own logic: recovery reads them, nothing commits them.
@@ -54,6 +56,7 @@ class Sequencer:
         self._next: dict[Hashable, int] = {}  # next offset to hand over; absent until the seek
         self._floor: dict[Hashable, int] = {}  # where this generation's run began (the seek target)
         self._probe: dict[Hashable, int] = {}  # fetch round in which we sought the partition back
+        self._round: dict[Hashable, int] = {}  # fetch round of the last record handed over, since the last seek
         self.counts: Counter[str] = Counter()
 
     # ---- the consumer tells it what happened
@@ -63,6 +66,7 @@ class Sequencer:
             self._next.pop(tp, None)
             self._floor.pop(tp, None)
             self._probe.pop(tp, None)
+            self._round.pop(tp, None)
 
     def sought(self, tp: Hashable, offset: int) -> None:
         """The fetcher of `tp` was sent to `offset` (the committed offset after a rebalance).
@@ -72,6 +76,7 @@ class Sequencer:
         `offset`: whatever lies below it was committed, so processed."""
         self._floor[tp] = offset
         self._probe.pop(tp, None)
+        self._round.pop(tp, None)
         nxt = self._next.get(tp)
         if nxt is None or nxt < offset:
             self._next[tp] = offset
@@ -85,6 +90,9 @@ class Sequencer:
             return Verdict.DELIVER
         elif offset < nxt:
             v = Verdict.DROP
+        elif self._round.get(tp) == fetch_round:
+            # the record before it in this same round was handed over: nothing lies in between
+            v = Verdict.GAP
         else:
             probe = self._probe.get(tp)
             if probe is None:
@@ -98,11 +106,18 @@ class Sequencer:
         self.counts[v.value] += 1
         return v
 
-    def delivered(self, tp: Hashable, offset: int) -> None:
-        """The record at `offset` reached the agents' queues (its hand-over was not cut short)."""
+    def delivered(self, tp: Hashable, offset: int, fetch_round: int) -> None:
+        """The record at `offset`, of fetch round `fetch_round`, reached the agents' queues (its
+        hand-over was not cut short)."""
         if self._next.get(tp) == offset:
             self._next[tp] = offset + 1
             self._probe.pop(tp, None)
+            self._round[tp] = fetch_round
+
+    def cut_short(self, tp: Hashable) -> None:
+        """A hand-over of `tp` was cut short (a rebalance began): that record is still to come, so a
+        later record of the same round no longer proves the offsets before it empty."""
+        self._round.pop(tp, None)
 
     def skip_gap(self, tp: Hashable, offset: int) -> tuple[int, int]:
         """After a GAP verdict: the offsets [start, offset) hold no records; the next one is `offset`."""

@@ -33,7 +33,7 @@ def test_nothing_is_handed_over_before_the_seek_of_the_generation() -> None:
     assert s.admit(T, 10, 1) is Verdict.WAIT
     s.sought(T, 10)
     assert s.admit(T, 10, 2) is Verdict.DELIVER
-    s.delivered(T, 10)
+    s.delivered(T, 10, 1)
     assert s.next_offset(T) == 11
 
 
@@ -48,7 +48,7 @@ def test_records_are_handed_over_in_offset_order_only() -> None:
     for off in range(100, 108):  # the round after the seek back
         v = s.admit(T, off, 2)
         if v is Verdict.DELIVER:
-            s.delivered(T, off)
+            s.delivered(T, off, 2)
             out.append(off)
     assert out == list(range(100, 108))
 
@@ -59,7 +59,7 @@ def test_a_cut_short_hand_over_does_not_advance() -> None:
     assert s.admit(T, 5, 1) is Verdict.DELIVER  # ... and the revoke cut the hand-over short
     assert s.admit(T, 6, 1) is Verdict.SEEK
     s.reset([T])  # revoked
-    s.delivered(T, 5)  # the cut-short hand-over finishing late is ignored
+    s.delivered(T, 5, 1)  # the cut-short hand-over finishing late is ignored
     assert s.next_offset(T) is None
 
 
@@ -68,7 +68,7 @@ def test_records_below_the_next_offset_are_dropped_once_handed_over() -> None:
     s.sought(T, 0)
     for off in range(3):
         assert s.admit(T, off, 1) is Verdict.DELIVER
-        s.delivered(T, off)
+        s.delivered(T, off, 1)
     s.sought(T, 0)  # a seek back to the committed offset: 0-2 were handed over in this generation
     assert s.next_offset(T) == 3
     assert [s.admit(T, off, 2) for off in range(4)] == [Verdict.DROP] * 3 + [Verdict.DELIVER]
@@ -90,6 +90,37 @@ def test_a_gap_is_accepted_only_from_a_round_fetched_after_the_seek_back() -> No
     assert s.admit(T, 13, 5) is Verdict.GAP  # round 5 began at 10 and Kafka returned 13 first
     assert s.skip_gap(T, 13) == (10, 13)
     assert s.admit(T, 13, 5) is Verdict.DELIVER
+
+
+def test_a_jump_within_one_fetch_round_is_a_gap_at_once() -> None:
+    """A transactional producer's commit marker between two records of one fetch: no seek needed."""
+    s = Sequencer()
+    s.sought(T, 0)
+    assert s.admit(T, 0, 1) is Verdict.DELIVER
+    s.delivered(T, 0, 1)
+    assert s.admit(T, 2, 1) is Verdict.GAP
+    assert s.skip_gap(T, 2) == (1, 2)
+
+
+def test_a_jump_across_rounds_or_across_a_seek_is_checked_by_a_seek_back() -> None:
+    s = Sequencer()
+    s.sought(T, 0)
+    s.delivered(T, 0, 1)
+    assert s.admit(T, 2, 2) is Verdict.SEEK  # round 2 may follow a seek elsewhere: check
+    s2 = Sequencer()
+    s2.sought(T, 0)
+    s2.delivered(T, 0, 1)
+    s2.sought(T, 0)  # a seek between the two records (Faust's, to the committed offset)
+    assert s2.admit(T, 2, 1) is Verdict.SEEK
+    s3 = Sequencer()
+    s3.sought(T, 0)
+    assert s3.admit(T, 0, 1) is Verdict.DELIVER  # its hand-over cut short: not delivered
+    assert s3.admit(T, 2, 1) is Verdict.SEEK
+    s4 = Sequencer()
+    s4.sought(T, 0)
+    s4.delivered(T, 0, 1)
+    s4.cut_short(T)  # the hand-over of 1 was cut short by a rebalance
+    assert s4.admit(T, 2, 1) is Verdict.SEEK  # 1 exists: not a gap
 
 
 def test_commit_needs_the_lowest_done_offset_to_be_the_committed_one() -> None:
