@@ -33,11 +33,10 @@ Changelog topics keep Faust's own logic: recovery reads them, nothing commits th
 
 from __future__ import annotations
 
-from collections import Counter
 from enum import Enum
 from typing import Any, Hashable, Iterable
 
-__all__ = ["Sequencer", "Verdict", "commit_may_advance"]
+__all__ = ["Sequencer", "Verdict", "commit_may_advance", "describe"]
 
 
 class Verdict(Enum):
@@ -57,7 +56,6 @@ class Sequencer:
         self._floor: dict[Hashable, int] = {}  # where this generation's run began (the seek target)
         self._probe: dict[Hashable, int] = {}  # fetch round in which we sought the partition back
         self._round: dict[Hashable, int] = {}  # fetch round of the last record handed over, since the last seek
-        self.counts: Counter[str] = Counter()
 
     # ---- the consumer tells it what happened
     def reset(self, tps: Iterable[Hashable]) -> None:
@@ -85,26 +83,22 @@ class Sequencer:
         """The verdict on a fetched record; `fetch_round` numbers the fetcher's batches in order."""
         nxt = self._next.get(tp)
         if nxt is None:
-            v = Verdict.WAIT
-        elif offset == nxt:
+            return Verdict.WAIT
+        if offset == nxt:
             return Verdict.DELIVER
-        elif offset < nxt:
-            v = Verdict.DROP
-        elif self._round.get(tp) == fetch_round:
+        if offset < nxt:
+            return Verdict.DROP
+        if self._round.get(tp) == fetch_round:
             # the record before it in this same round was handed over: nothing lies in between
-            v = Verdict.GAP
-        else:
-            probe = self._probe.get(tp)
-            if probe is None:
-                self._probe[tp] = fetch_round
-                v = Verdict.SEEK
-            elif fetch_round <= probe:
-                v = Verdict.HOLD
-            else:
-                # a batch fetched after the seek back to `nxt` still starts above it
-                v = Verdict.GAP
-        self.counts[v.value] += 1
-        return v
+            return Verdict.GAP
+        probe = self._probe.get(tp)
+        if probe is None:
+            self._probe[tp] = fetch_round
+            return Verdict.SEEK
+        if fetch_round <= probe:
+            return Verdict.HOLD
+        # a batch fetched after the seek back to `nxt` still starts above it
+        return Verdict.GAP
 
     def delivered(self, tp: Hashable, offset: int, fetch_round: int) -> None:
         """The record at `offset`, of fetch round `fetch_round`, reached the agents' queues (its
