@@ -142,7 +142,8 @@ class _Collector(threading.Thread):
         super().__init__(daemon=True)
         self.p = p
         self.reader = TopicReader(p.settings, [p.out_topic], start="latest")
-        self.samples: list[tuple[float, float]] = []  # (send ts, receive time)
+        #: (send ts, the output record's CreateTime, receive time), seconds
+        self.samples: list[tuple[float, float, float]] = []
         self.stop_flag = threading.Event()
         self.last_rx = time.time()
 
@@ -152,10 +153,22 @@ class _Collector(threading.Thread):
             now = time.time()
             for r in recs:
                 if r.value is not None:
-                    self.samples.append((self.p.ts_of(r.value), now))
+                    self.samples.append((self.p.ts_of(r.value), r.timestamp_ms / 1e3, now))
             if recs:
                 self.last_rx = now
         self.reader.close()
+
+
+def latency_split(samples: list[tuple[float, float, float]]) -> dict[str, float]:
+    """Where each output's latency went, split at the output record's CreateTime (set by the
+    worker's producer when it sends the output; ms resolution): `send_to_created` = queueing and
+    the worker's processing up to its send; `created_to_received` = the output's own trip through
+    the producer, the broker and the bench's consumer. p50 and p90 of each, in ms."""
+    if not samples:
+        return {}
+    a = np.asarray(samples, dtype=np.float64)
+    parts = {"send_to_created": (a[:, 1] - a[:, 0]) * 1e3, "created_to_received": (a[:, 2] - a[:, 1]) * 1e3}
+    return {f"{name}_p{q}_ms": float(np.percentile(v, q)) for name, v in parts.items() for q in (50, 90)}
 
 
 def _produce(p: Pipeline, *, rate: float | None, n: int, items: list[str], users: int = 943) -> float:
@@ -239,7 +252,8 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
         drained = _drain(p, lambda: len(col.samples) >= n, drain_timeout)
     col.stop_flag.set()
     col.join(5)
-    lat = np.array([(rx - ts) * 1e3 for ts, rx in col.samples if ts >= first + warmup])
+    kept = [s for s in col.samples if s[0] >= first + warmup]
+    lat = np.array([(rx - ts) * 1e3 for ts, _, rx in kept])
     row: dict[str, Any] = {"pipeline": p.name, "rate": rate, "sent": n, "outputs": len(col.samples),
                            "measured": int(lat.size), "drained": drained}
     if lat.size:
@@ -249,6 +263,7 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
         row.update({f"p{q}_ms": float(np.percentile(lat, q)) for q in (50, 90, 99)})
         row.update({"p99.9_ms": float(np.percentile(lat, 99.9)), "max_ms": float(lat.max()),
                     "cdf_ms": np.percentile(lat, np.linspace(0, 100, 101)).tolist()})
+        row.update(latency_split(kept))
     print(f"  {p.name:<22} {rate:>7.0f} ev/s: p50 {row.get('p50_ms', float('nan')):8.2f} ms  "
           f"p99 {row.get('p99_ms', float('nan')):8.2f} ms  ({row['measured']} samples)", file=sys.stderr)
     return row
@@ -274,7 +289,7 @@ def throughput_run(p: Pipeline, *, n: int, items: list[str], timeout: float = 18
     while time.time() < deadline:
         if col is not None:
             if len(col.samples) >= n:
-                done = max(rx for _, rx in col.samples)
+                done = max(rx for _, _, rx in col.samples)
                 break
         else:
             if p.applied() - before >= n:

@@ -75,9 +75,15 @@ def write_markdown(res: dict[str, Any]) -> str:
               _md_table(latency, [("pipeline", "pipeline", ""), ("rate ev/s", "rate", ".0f"),
                                          ("samples", "measured", "d"), ("p50", "p50_ms", ".2f"), ("p90", "p90_ms", ".2f"),
                                          ("p99", "p99_ms", ".2f"), ("p99.9", "p99.9_ms", ".2f"), ("max", "max_ms", ".2f"),
+                                         ("p50 send→created", "send_to_created_p50_ms", ".2f"),
+                                         ("p50 created→received", "created_to_received_p50_ms", ".2f"),
                                          ("drained", "drained_mark", "")]),
               "", "drained: ✓ = every event sent at that rate was processed and measured; ✗ = the pipeline "
               "was still working off its backlog when the wait ended, so the tail is worse than shown.",
+              "", "send→created / created→received: each output's latency split at the output record's "
+              "CreateTime, which the worker's producer sets when it sends the output (whole ms, so each part is "
+              "good to about ±1 ms; for the transport floor it is the bench producer's, so send→created ≈ 0): queueing and the worker's processing, then the output's "
+              "own trip through producer, broker and the bench consumer. p50 of each; p90 in results.json.",
               "", "Every row's latencies are also kept as an HDR-style histogram in results.json (`latency[].hdr`: "
               "log-linear buckets in µs, each at most 1/128 of its value wide); latency_percentiles.png plots "
               "the percentile distribution from it.",
