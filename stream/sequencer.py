@@ -135,8 +135,8 @@ def commit_may_advance(acked: list[int], gap_starts: Iterable[int], base: int | 
     `last + 1`, which commits past a record at `base` that was handed over but not yet processed."""
     if not acked or base is None:
         return True
-    lowest = min(min(acked), min(gap_starts, default=min(acked)))
-    return lowest <= base
+    lowest = min(acked)
+    return min(lowest, min(gap_starts, default=lowest)) <= base
 
 
 def describe(tp: Any) -> str:
