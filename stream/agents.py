@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from aiokafka.partitioner import murmur2
 from faust import streams as faust_streams
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pack_state, parse_event, unpack_state
 
@@ -53,8 +53,9 @@ async def _to_completion(coro: Any) -> None:
         raise asyncio.CancelledError()
 
 
-def _seek_targets(app: Any) -> Callable[[], Mapping[Any, int]]:
-    return lambda: app.consumer.seek_targets  # app.consumer is created lazily, on first use
+def _holds_no_records(app: Any) -> Callable[[tuple[str, int], int, int], bool]:
+    # app.consumer is created lazily, on first use
+    return lambda tp, start, end: app.consumer.holds_no_records(TP(*tp), start, end)
 
 
 def _as_current(event: EventT) -> None:
@@ -100,23 +101,24 @@ def raw_position(msg: Any) -> tuple[int, int]:
 class GapWatch:
     """Notices when an agent's records of one partition skip offsets within one consumer generation.
 
-    Within a generation the fetcher hands a partition's records over in order, so a jump means
-    records were skipped before they reached the agent: they are processed later, after another
-    rebalance and out of order, or never. faust-streaming did this after every rebalance until
-    stream/app.py's `_FlowControl` (issue 5, docs/operations.md "Rebalances and Faust").
+    Within a generation the fetch loop hands a partition's records over in offset order
+    (stream/sequencer.py), so a jump means records were skipped before they reached the agent:
+    they are processed later, after another rebalance and out of order, or never. faust-streaming's
+    own loop did this around rebalances (issue 5, docs/operations.md "Rebalances and Faust").
     Counted in `profilestream_offset_gaps_total` and logged as a warning.
 
-    One jump was expected and is not counted: right after a rebalance Faust's fetch loop could hand
-    over a few records from the position the Kafka client reset the partition to, before Faust's
-    seek to the committed offset landed; the agent then jumped forward to exactly that committed
-    offset (`seek_targets()`). Since stream/sequencer.py orders the hand-over from the committed
-    offset this no longer happens, and the watch is a second line behind it. A transactional
-    producer or a compacted input topic also leaves offset gaps, legitimately; ours leave none.
+    A jump over offsets that the fetch itself proved free of records is not a hole: a transactional
+    producer leaves a commit marker after each transaction, and compaction removes records. The
+    fetch loop proves such a stretch (`Verdict.GAP`) before it hands over the record after it and
+    keeps the latest stretches per partition; `holds_no_records(tp, start, end)` looks them up.
+    Such a jump is logged at debug level only; `profilestream_fetch_held_back_total{reason="gap"}`
+    counts them.
     """
 
-    def __init__(self, metrics: Any, seek_targets: Callable[[], Mapping[Any, int]] = dict) -> None:
+    def __init__(self, metrics: Any,
+                 holds_no_records: Callable[[tuple[str, int], int, int], bool] = lambda tp, start, end: False) -> None:
         self.m = metrics
-        self.seek_targets = seek_targets
+        self.holds_no_records = holds_no_records
         self.last: dict[tuple[str, int], tuple[int, int]] = {}  # (topic, partition) → (offset, generation)
 
     def see(self, msg: Any) -> None:
@@ -127,10 +129,9 @@ class GapWatch:
             log.info("%s[%d]: first record of consumer generation %s at offset %d", msg.topic, msg.partition, gen,
                      msg.offset)
         elif msg.offset > prev[0] + 1:
-            if self.seek_targets().get(key) == msg.offset:
-                log.info("%s[%d]: %d → %d in consumer generation %s: the seek to the committed offset landed "
-                         "(the records in between were handed over again before it, already processed)",
-                         msg.topic, msg.partition, prev[0], msg.offset, gen)
+            if self.holds_no_records(key, prev[0] + 1, msg.offset):
+                log.debug("%s[%d]: %d → %d in consumer generation %s: the offsets between hold no records "
+                          "(proven by the fetch)", msg.topic, msg.partition, prev[0], msg.offset, gen)
             else:
                 self.m.offset_gaps.labels(msg.topic).inc(msg.offset - prev[0] - 1)
                 log.warning("%s on %s[%d]: %d → %d in consumer generation %s (%d records not seen)", GAP_LOG_PREFIX,
@@ -242,7 +243,7 @@ class ProfileProcessor:
         self.table = app.state_table  # type: ignore[attr-defined]
         self.k = app.ps_settings.top_k
         self.m = app.metrics
-        self.gaps = GapWatch(app.metrics, _seek_targets(app))
+        self.gaps = GapWatch(app.metrics, _holds_no_records(app))
 
     async def _dlq(self, fe: EventT, reason: str) -> None:
         await send_to_dlq(self.app, fe.message, reason, stage="profile", level=logging.WARNING)
@@ -404,7 +405,7 @@ def declare(app: "ProfilestreamApp") -> None:
         sources, gap_watches = {names.raw}, [single.gaps]
     else:
         normalize_one = Normalizer(app)
-        raw_gaps = GapWatch(m, _seek_targets(app))
+        raw_gaps = GapWatch(m, _holds_no_records(app))
 
         @app.agent(app.raw_topic, name="normalize")  # type: ignore[attr-defined]
         async def normalize(stream: Any) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import deque
 from typing import Any
 
 import faust
@@ -36,12 +37,17 @@ from mode.utils.queues import FlowControlEvent
 from model import ProfileModel
 
 from .metrics import WorkerMetrics
-from .sequencer import Sequencer, Verdict, commit_may_advance, describe
+from .sequencer import Sequencer, Verdict, commit_may_advance, covered, describe
 from .settings import Settings
 
 __all__ = ["create_app", "create_app_shell", "ProfilestreamApp"]
 
 log = logging.getLogger("profilestream.app")
+
+#: At most this many proven record-free stretches are kept per partition for the agents' offset-gap
+#: watch (one per transaction marker). Stretches below the committed offset are dropped as soon as
+#: a new one comes, so only those of records still in flight stay.
+NO_RECORDS_KEPT = 8192
 
 #: ms a fetch may wait on the broker for data; Faust's driver hard-codes 1500.
 FETCH_MAX_WAIT_MS = 50
@@ -61,8 +67,9 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: partition → the committed offset the last seek after a rebalance went to (agents.GapWatch).
-        self.seek_targets: dict[Any, int] = {}
+        #: partition → the latest stretches [start, end) of offsets the fetch proved hold no records
+        #: (`_mark_no_records`); agents.GapWatch reads them through `holds_no_records`.
+        self.no_records: dict[Any, deque[tuple[int, int]]] = {}
         self.sequencer = Sequencer()
         self._fetch_round = 0
         self._last_seek: dict[Any, int | None] = {}
@@ -75,7 +82,6 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def seek_to_committed(self) -> Any:
         offsets = await super().seek_to_committed()
-        self.seek_targets.update({tp: off for tp, off in offsets.items() if off is not None and off >= 0})
         self._last_seek = {ensure_TP(tp): off for tp, off in offsets.items()}
         return offsets
 
@@ -122,11 +128,27 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _mark_no_records(self, tp: Any, start: int, end: int) -> None:
         """Offsets [start, end) of a stream partition hold no records: done, for the commit."""
-        log.info("%s: offsets %d … %d hold no records (a transactional producer's markers or "
+        # debug, not info: a transactional producer leaves one such stretch per transaction
+        log.debug("%s: offsets %d … %d hold no records (a transactional producer's markers or "
                  "compaction); counted as done", describe(tp), start, end - 1)
         gap = self._gap[tp]
         gap.addi(start, end)
         gap.merge_overlaps()
+        kept = self.no_records.setdefault(tp, deque(maxlen=NO_RECORDS_KEPT))
+        committed = self._committed_offset.get(tp)
+        # The watch asks about a jump onto a record not yet acked, so onto an offset at or above
+        # the committed one: a stretch that ends below it is never asked about again.
+        while kept and committed is not None and kept[0][1] < committed:
+            kept.popleft()
+        kept.append((start, end))
+
+    def holds_no_records(self, tp: Any, start: int, end: int) -> bool:
+        """Whether the fetch proved offsets [start, end) of `tp` free of records (`Verdict.GAP`)."""
+        kept = self.no_records.get(tp, ())
+        for lo, hi in reversed(kept):  # the usual case: one stretch, among the latest, is the jump
+            if lo <= start and end <= hi:
+                return True
+        return covered(kept, start, end)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in every worker test
         """faust-streaming 0.15.3's `Consumer._drain_messages`, except that records of the stream

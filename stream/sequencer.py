@@ -36,7 +36,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Hashable, Iterable
 
-__all__ = ["Sequencer", "Verdict", "commit_may_advance", "describe"]
+__all__ = ["Sequencer", "Verdict", "commit_may_advance", "covered", "describe"]
 
 
 class Verdict(Enum):
@@ -137,6 +137,18 @@ def commit_may_advance(acked: list[int], gap_starts: Iterable[int], base: int | 
         return True
     lowest = min(acked)
     return min(lowest, min(gap_starts, default=lowest)) <= base
+
+
+def covered(stretches: Iterable[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether the half-open stretches together cover every offset of [start, end)."""
+    at = start
+    for lo, hi in sorted(stretches):
+        if lo > at:
+            break
+        at = max(at, hi)
+        if at >= end:
+            return True
+    return at >= end
 
 
 def describe(tp: Any) -> str:

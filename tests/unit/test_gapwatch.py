@@ -1,4 +1,5 @@
-"""GapWatch: offset jumps within one consumer generation are counted, new generations are not."""
+"""GapWatch: offset jumps within one consumer generation are counted, new generations and stretches
+the fetch proved free of records are not."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from stream.agents import GapWatch
+from stream.sequencer import covered
 from stream.metrics import WorkerMetrics
 
 
@@ -52,16 +54,31 @@ def test_a_new_generation_may_start_anywhere() -> None:
     assert gaps(m) == 0
 
 
-def test_a_jump_onto_the_offset_the_seek_went_to_is_not_a_gap(caplog: pytest.LogCaptureFixture) -> None:
-    # After a rebalance the client may hand over records from the position it reset the partition
-    # to, before Faust's seek to the committed offset (here 1026) lands.
-    caplog.set_level(logging.INFO, logger="profilestream.agents")
+def test_a_jump_over_offsets_the_fetch_proved_empty_is_not_a_gap(caplog: pytest.LogCaptureFixture) -> None:
+    # A transactional producer leaves a commit marker (an offset without a record) after each
+    # transaction; the fetch loop proves such stretches empty (stream/sequencer.py, Verdict.GAP).
+    caplog.set_level(logging.DEBUG, logger="profilestream.agents")
     m = WorkerMetrics()
-    targets = {("t", 0): 1026}
-    g = GapWatch(m, lambda: targets)
-    for off in [865, 866, 867, 1026, 1027]:
-        g.see(Msg(off, generation_id=4))
+    proven = {("t", 0): [(40, 41), (43, 44)]}
+    g = GapWatch(m, lambda tp, start, end: covered(proven.get(tp, []), start, end))
+    for off in [38, 39, 41, 42, 44, 45]:
+        g.see(Msg(off))
     assert gaps(m) == 0
-    assert "the seek to the committed offset landed" in caplog.text
-    g.see(Msg(1030, generation_id=4))  # a jump anywhere else still counts
+    assert "hold no records (proven by the fetch)" in caplog.text
+    g.see(Msg(48))  # 46, 47 were not proven empty: a hole
     assert gaps(m) == 2
+    g.see(Msg(5, partition=1))
+    g.see(Msg(7, partition=1))  # the stretch proven on partition 0 says nothing about partition 1
+    assert gaps(m) == 3
+
+
+@pytest.mark.parametrize(("stretches", "start", "end", "expected"), [
+    ([(40, 41)], 40, 41, True),
+    ([(40, 41)], 40, 42, False),         # 41 not proven
+    ([(41, 43), (40, 41)], 40, 43, True),  # two adjacent stretches, in any order
+    ([(40, 41), (42, 43)], 40, 43, False),  # 41 missing between them
+    ([(30, 50)], 40, 45, True),
+    ([], 40, 41, False),
+])
+def test_covered(stretches: list[tuple[int, int]], start: int, end: int, expected: bool) -> None:
+    assert covered(stretches, start, end) is expected

@@ -242,5 +242,23 @@ def test_faust_fetch_loop_loses_the_records_on_this_interleaving() -> None:
     assert faust_commit is not None and faust_commit > 15809
 
 
+def test_the_consumer_keeps_the_proven_empty_stretches_for_the_gap_watch() -> None:
+    app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
+    c = app.consumer
+    c._committed_offset[T] = 100
+    c._mark_no_records(T, 140, 141)  # a commit marker at 140
+    c._mark_no_records(T, 181, 183)
+    assert c.holds_no_records(T, 140, 141)
+    assert c.holds_no_records(T, 181, 183) and c.holds_no_records(T, 182, 183)
+    assert not c.holds_no_records(T, 140, 142)  # 141 is a record
+    assert not c.holds_no_records(TP(T.topic, T.partition + 1), 140, 141)  # another partition
+    assert c._new_offset(T) is None  # the stretches alone do not move the commit off 100
+    # once the commit has passed a stretch, it is no longer kept
+    c._committed_offset[T] = 182
+    c._mark_no_records(T, 221, 222)
+    assert not c.holds_no_records(T, 140, 141)
+    assert c.holds_no_records(T, 181, 183) and c.holds_no_records(T, 221, 222)
+
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
