@@ -379,8 +379,11 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
         busy = bool(app.rebalancing) or not app.flow_control.is_active()
         ends = await asyncio.get_running_loop().run_in_executor(None, end_offsets, tps) if tps and not busy else {}
         seen = {tp: off for g in gap_watches for tp, (off, _) in g.last.items()}
-        per = backlog(ends, seen) if ends is not None else None
+        per = backlog(ends, seen, lambda tp, last, end: app.consumer.settled(TP(*tp), last, end)) \
+            if ends is not None else None
         behind = None if per is None else sum(per.values())
+        app.metrics.stall_checks.inc()
+        app.metrics.records_waiting.set(-1 if behind is None else behind)
         if watch.check(behind=behind, busy=busy or not tps):
             waiting = [f"{t}[{p}]" for (t, p), n in sorted((per or {}).items()) if n]
             log.error("stalled: the agents saw no event for over %.0f s while %d records wait in %s and the broker "

@@ -1,11 +1,13 @@
 """The one Faust app of a worker. `create_app(settings, model)` builds it, then the topic,
 table and agent modules declare themselves on it.
 
-Latency-relevant settings, and why (see docs/operations.md):
+Consumer and latency settings, and why (see docs/operations.md):
 - commit interval 1 s instead of 2.8 s: less re-delivery after a crash (state skips it anyway).
 - session timeout 10 s / heartbeat 1 s: a dead worker's partitions move in ~10 s, not 60 s.
 - aiokafka fetch_max_wait_ms: Faust hard-codes 1500 ms; we lower it to 50 ms (see `_LowLatencyConsumer`)
   so an idle partition in the same fetch never holds up a busy one for 1.5 s.
+- isolation level read_committed (Faust reads uncommitted): a transactional producer's aborted
+  events are never applied, and committed ones only once their transaction commits.
 - stream_wait_empty off: a rebalance does not wait for every buffered event to drain. Turned on for
   a while on 2026-11-28; one of two full broker-restart chaos runs then hung after the second
   restart (worker idle, nothing consumed), so it is off again (docs/operations.md). A stop still
@@ -53,11 +55,20 @@ NO_RECORDS_KEPT = 8192
 FETCH_MAX_WAIT_MS = 50
 
 
+#: The worker reads only committed transactions. Faust reads uncommitted records unless the app
+#: itself runs exactly-once, so a transactional producer's aborted events reached the agents and
+#: were applied, and a transaction's events were applied before it committed. For records of
+#: producers without transactions the two levels read the same (the last stable offset is then the
+#: high watermark).
+ISOLATION_LEVEL = "read_committed"
+
+
 class _LowLatencyConsumer(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        # aiokafka reads this attribute when it builds its Fetcher in start(), after this call.
+        # aiokafka reads these attributes when it builds its Fetcher in start(), after this call.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._isolation_level = ISOLATION_LEVEL
         return consumer
 
 
@@ -141,6 +152,19 @@ class _Consumer(faust_aiokafka.Consumer):
         while kept and committed is not None and kept[0][1] < committed:
             kept.popleft()
         kept.append((start, end))
+
+    def settled(self, tp: Any, seen: int, end: int) -> bool:
+        """Whether the fetch has read stream partition `tp` up to `end` and the agents have seen every
+        record it handed over (the last at `seen`): then no record below `end` waits for them, and
+        any offsets in [seen + 1, end) hold none (markers, aborted records). For the stall watchdog,
+        which would otherwise count a transaction's final marker as a record waiting (stream/stall.py).
+        The fetch position is the aiokafka consumer's, read from this thread; None, not settled, while
+        it is unknown."""
+        try:
+            position = self._thread._consumer._subscription.subscription.assignment.state_value(tp).position
+        except (AttributeError, AssertionError, KeyError, TypeError):
+            return False
+        return position >= end and self.sequencer.next_offset(tp) == seen + 1
 
     def holds_no_records(self, tp: Any, start: int, end: int) -> bool:
         """Whether the fetch proved offsets [start, end) of `tp` free of records (`Verdict.GAP`)."""

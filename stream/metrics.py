@@ -33,6 +33,11 @@ class WorkerMetrics:
             "profilestream_raw_partition_mismatch", "single-hop mode: raw events on another partition than Kafka's "
             "default (murmur2) partitioner gives their key (state then does not survive a switch to two-hop mode)",
             registry=r)
+        self.stall_checks = Counter("profilestream_stall_checks", "checks of the stall watchdog (every 5 s)",
+                                    registry=r)
+        self.records_waiting = Gauge(
+            "profilestream_records_waiting", "records of the worker's source partitions its agents have not seen, "
+            "at the stall watchdog's last check (-1: unknown, e.g. broker down or rebalancing)", registry=r)
         self.forgets = Counter("profilestream_forgets", "users erased by forget events", registry=r)
         self.batch_size = Histogram("profilestream_batch_events", "events per profile micro-batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)

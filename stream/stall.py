@@ -16,7 +16,7 @@ view may be the stuck part), and with the last offset its agents saw per partiti
 from __future__ import annotations
 
 import time
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 __all__ = ["StallWatch", "EXIT_STALLED", "backlog", "assigned_source_partitions", "EndOffsets"]
 
@@ -24,12 +24,17 @@ __all__ = ["StallWatch", "EXIT_STALLED", "backlog", "assigned_source_partitions"
 EXIT_STALLED = 75
 
 
-def backlog(end_offsets: Mapping[tuple[str, int], int],
-            seen: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int] | None:
+def backlog(end_offsets: Mapping[tuple[str, int], int], seen: Mapping[tuple[str, int], int],
+            settled: Callable[[tuple[str, int], int, int], bool] = lambda tp, seen, end: False,
+            ) -> dict[tuple[str, int], int] | None:
     """Records beyond the last one an agent saw, per partition both maps know; None when no
-    partition is in both (nothing to judge by). `end_offsets` are high watermarks (the next
-    offset to be written), `seen` the last offsets processed."""
-    common = {tp: max(0, end - 1 - seen[tp]) for tp, end in end_offsets.items() if tp in seen}
+    partition is in both (nothing to judge by). `end_offsets` are the end offsets (the next offset
+    to be written; a read_committed client gets the last stable offset), `seen` the last offsets
+    processed. `settled(tp, seen, end)` says the worker's fetch has read the partition up to `end`
+    and handed every record over: the offsets left then hold no records (a transactional producer's
+    markers, aborted records) and wait for nobody."""
+    common = {tp: 0 if settled(tp, seen[tp], end) else max(0, end - 1 - seen[tp])
+              for tp, end in end_offsets.items() if tp in seen}
     return common or None
 
 

@@ -17,6 +17,22 @@ def test_backlog_counts_unread_records_of_partitions_with_a_seen_offset() -> Non
     assert backlog({}, seen) is None
 
 
+def test_backlog_of_a_settled_partition_is_zero() -> None:
+    # raw[0] ends with a transaction's commit marker at 10: the last record is 9, the end 11
+    ends = {("raw", 0): 11, ("raw", 1): 11}
+    seen = {("raw", 0): 9, ("raw", 1): 9}
+    fetched_to = {("raw", 0): 11, ("raw", 1): 10}  # raw[1]: offset 10 is not fetched yet, maybe a record
+    calls = []
+
+    def settled(tp: tuple[str, int], last: int, end: int) -> bool:
+        calls.append((tp, last, end))
+        return fetched_to[tp] >= end
+
+    assert backlog(ends, seen, settled) == {("raw", 0): 0, ("raw", 1): 1}
+    assert sorted(calls) == [(("raw", 0), 9, 11), (("raw", 1), 9, 11)]
+    assert backlog(ends, seen) == {("raw", 0): 1, ("raw", 1): 1}  # without the fetch's word
+
+
 def test_stalls_only_after_stall_s_of_waiting_records_without_events() -> None:
     w = StallWatch(20.0, now=0.0)
     assert not w.check(behind=5, busy=False, now=10.0)
