@@ -260,5 +260,34 @@ def test_the_consumer_keeps_the_proven_empty_stretches_for_the_gap_watch() -> No
     assert c.holds_no_records(T, 181, 183) and c.holds_no_records(T, 221, 222)
 
 
+def test_settled_reads_the_real_aiokafka_fetch_position() -> None:
+    """`_Consumer.settled` (the stall watchdog's view of a partition that ends with a commit marker)
+    reads aiokafka's private subscription state; an aiokafka whose attributes moved fails here
+    instead of leaving the watchdog to count markers as waiting records."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def main() -> None:
+        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
+        c = app.consumer
+        kafka = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")  # never started: no broker needed
+        c._thread._consumer = kafka
+        try:
+            kafka.assign([TopicPartition(T.topic, T.partition)])
+            assert not c.settled(T, 40, 42)  # no fetch position yet
+            kafka._subscription.subscription.assignment.state_value(T).seek(42)  # fetched past the marker at 41
+            c.sequencer.sought(T, 0)
+            for off in range(41):
+                c.sequencer.delivered(T, off, 1)
+            assert c.sequencer.next_offset(T) == 41
+            assert c.settled(T, 40, 42)  # the agents saw 40, the last record: nothing waits
+            assert not c.settled(T, 39, 42)  # 40 was handed over but not seen yet
+            assert not c.settled(T, 40, 43)  # the fetch has not read offset 42 yet
+            assert not c.settled(TP(T.topic, T.partition + 1), 40, 42)  # not assigned
+        finally:
+            await kafka.stop()
+
+    asyncio.run(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
