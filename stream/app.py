@@ -141,7 +141,7 @@ class _Consumer(faust_aiokafka.Consumer):
         """Offsets [start, end) of a stream partition hold no records: done, for the commit."""
         # debug, not info: a transactional producer leaves one such stretch per transaction
         log.debug("%s: offsets %d … %d hold no records (a transactional producer's markers or "
-                 "compaction); counted as done", describe(tp), start, end - 1)
+                  "compaction); counted as done", describe(tp), start, end - 1)
         gap = self._gap[tp]
         gap.addi(start, end)
         gap.merge_overlaps()
@@ -168,11 +168,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def holds_no_records(self, tp: Any, start: int, end: int) -> bool:
         """Whether the fetch proved offsets [start, end) of `tp` free of records (`Verdict.GAP`)."""
-        kept = self.no_records.get(tp, ())
-        for lo, hi in reversed(kept):  # the usual case: one stretch, among the latest, is the jump
-            if lo <= start and end <= hi:
-                return True
-        return covered(kept, start, end)
+        return covered(self.no_records.get(tp, ()), start, end)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in every worker test
         """faust-streaming 0.15.3's `Consumer._drain_messages`, except that records of the stream
