@@ -1,5 +1,6 @@
 """The Faust echo floor: one agent that forwards every message of events.raw unchanged to
-`<prefix>echo.out`, with the same app settings as the real worker. `python -m bench.echo`."""
+`<prefix>echo.out`, with the same app settings as the real worker, its output producer included
+(PROFILESTREAM_OUTPUT_CLIENT; stream/output.py). `python -m bench.echo`."""
 
 from __future__ import annotations
 
@@ -13,18 +14,21 @@ __all__ = ["run_echo_worker"]
 def run_echo_worker(settings: Settings) -> None:
     import faust
 
+    from stream.agents import send_output
     from stream.app import create_app_shell
+    from stream.output import output_for
     from stream.topics import ensure_topics
 
     ensure_topics(settings)
     app = create_app_shell(settings, model=None)  # type: ignore[arg-type]
+    app.output = output_for(settings)
     raw = app.topic(settings.topic("events.raw"), key_type=bytes, value_type=bytes)
     out = app.topic(settings.topic("echo.out"), key_type=bytes, value_type=bytes)
 
     @app.agent(raw, name="echo")
     async def echo(stream: Any) -> None:
         async for fe in stream.events():
-            await out.send(key=fe.message.key, value=fe.message.value)
+            await send_output(app, out, fe.message.key, fe.message.value)
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:

@@ -71,6 +71,9 @@ def write_markdown(res: dict[str, Any]) -> str:
     parts = [f"# profilestream bench — {res['started_at']}", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; torch {m['libraries']['torch']}, "
              f"faust-streaming {m['libraries']['faust-streaming']}.  ", f"Command: `{res['command']}`", ""]
+    if "worker_settings" in res:
+        parts[-1:] = ["", "Worker settings: " + ", ".join(f"{k} {v}" for k, v in res["worker_settings"].items())
+                      + " (echo floor and pipelines alike).", ""]
     parts += ["## End-to-end latency (ms, warm-up excluded)", "",
               _md_table(latency, [("pipeline", "pipeline", ""), ("rate ev/s", "rate", ".0f"),
                                          ("samples", "measured", "d"), ("p50", "p50_ms", ".2f"), ("p90", "p90_ms", ".2f"),

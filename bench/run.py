@@ -40,7 +40,11 @@ def run_bench(settings: Settings, out: Path, *, smoke: bool, rates: list[float],
     s = settings.with_(artifact=artifact)
     res: dict[str, Any] = {"schema_version": 2, "command": "profilestream " + shlex.join(argv),
                            "machine": machine_facts(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "artifact": artifact_note, "smoke": smoke}
+                           "artifact": artifact_note, "smoke": smoke,
+                           # the worker settings every pipeline row shares (single-hop and batch size vary by row)
+                           "worker_settings": {"output_client": s.output_client,
+                                               "producer_linger_ms": s.producer_linger_ms,
+                                               "batch_window_ms": s.batch_window_ms, "cpu_kernel": s.cpu_kernel}}
     res["micro"] = run_micro(artifact, smoke=smoke)
     info = broker_up(s, quiet=True)
     from model import load_artifact

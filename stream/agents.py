@@ -21,6 +21,7 @@ from faust.types import TP, EventT
 
 from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pack_state, parse_event, unpack_state
 
+from .output import OutputError, exit_output_failed
 from .records import dlq_record, encode, pseudonymise
 from .stall import EXIT_STALLED, EndOffsets, StallWatch, assigned_source_partitions, backlog
 from .take import take_available
@@ -155,12 +156,27 @@ def is_current(app: Any, fe: EventT) -> bool:
     return False
 
 
+async def send_output(app: Any, topic: Any, key: bytes | None, value: bytes | None,
+               headers: list[tuple[str, bytes]] | None = None) -> None:
+    """One record of an agent's output: through the librdkafka output producer (stream/output.py),
+    or through Faust's producer with PROFILESTREAM_OUTPUT_CLIENT=faust. Either way the consumer
+    flushes it before it commits the offsets of the events it came from."""
+    if app.output is not None:
+        try:
+            app.output.send(topic.get_topic_name(), key, value, headers)
+        except OutputError as exc:
+            exit_output_failed(exc)
+    else:
+        await topic.send(key=key, value=value, headers=headers)
+
+
 async def send_to_dlq(app: Any, msg: Any, reason: str, *, stage: str, level: int) -> None:
     """One message to the dead-letter topic with its reason, counted per stage and logged."""
     log.log(level, "DLQ (%s) %s[%d]@%d key=%r: %s", stage, msg.topic, msg.partition, msg.offset, msg.key, reason)
     app.metrics.dlq.labels(stage).inc()
-    await app.dlq_topic.send(key=msg.key, value=dlq_record(reason, msg.value, stage=stage, topic=msg.topic,
-                                                           partition=msg.partition, offset=msg.offset, key=msg.key))
+    record = dlq_record(reason, msg.value, stage=stage, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                        key=msg.key)
+    await send_output(app, app.dlq_topic, msg.key, record)
 
 
 class Normalizer:
@@ -329,8 +345,8 @@ class ProfileProcessor:
         outs = self.model.outputs([(uid, st) for _, uid, st, _ in emit], k=self.k,
                                   source_event_ts=[ts for *_, ts in emit])
         for (key, *_), (profile, recs) in zip(emit, outs):
-            await self.app.profiles_topic.send(key=key, value=encode(profile))  # type: ignore[attr-defined]
-            await self.app.recs_topic.send(key=key, value=encode(recs))  # type: ignore[attr-defined]
+            await send_output(self.app, self.app.profiles_topic, key, encode(profile))  # type: ignore[attr-defined]
+            await send_output(self.app, self.app.recs_topic, key, encode(recs))  # type: ignore[attr-defined]
         self.m.profiles_out.inc(len(outs))
         self.m.recs_out.inc(len(outs))
         for key, seg in work:
@@ -342,8 +358,8 @@ class ProfileProcessor:
         _as_current(fe)
         if key in self.table:
             del self.table[key]
-        await self.app.profiles_topic.send(key=key, value=None)  # type: ignore[attr-defined]
-        await self.app.recs_topic.send(key=key, value=None)  # type: ignore[attr-defined]
+        await send_output(self.app, self.app.profiles_topic, key, None)  # type: ignore[attr-defined]
+        await send_output(self.app, self.app.recs_topic, key, None)  # type: ignore[attr-defined]
         states[key] = self.model.initial_state()
         self.m.forgets.inc()
         log.info("erased user key=%r (forget at %s[%d]@%d)", key, fe.message.topic, fe.message.partition,
@@ -421,9 +437,9 @@ def declare(app: "ProfilestreamApp") -> None:
                     ev = await normalize_one(fe)
                     if ev is not None:
                         # Re-key by user: every event of a user lands on one partition of `events`, in order.
-                        await app.events_topic.send(  # type: ignore[attr-defined]
-                            key=ev.user_id.encode(), value=encode(ev.to_json()),
-                            headers=[(RAW_POSITION_HEADER, b"%d:%d" % (fe.message.partition, fe.message.offset))])
+                        await send_output(app, app.events_topic, ev.user_id.encode(),  # type: ignore[attr-defined]
+                                          encode(ev.to_json()),
+                                          [(RAW_POSITION_HEADER, b"%d:%d" % (fe.message.partition, fe.message.offset))])
 
         two = ProfileProcessor(app)
         _profile_agent(app, app.events_topic, two, watch)  # type: ignore[attr-defined]

@@ -39,6 +39,7 @@ from mode.utils.queues import FlowControlEvent
 from model import ProfileModel
 
 from .metrics import WorkerMetrics
+from .output import OutputError, OutputProducer, exit_output_failed, output_for
 from .sequencer import Sequencer, Verdict, commit_may_advance, covered, describe
 from .settings import Settings
 
@@ -165,6 +166,18 @@ class _Consumer(faust_aiokafka.Consumer):
         except (AttributeError, AssertionError, KeyError, TypeError):
             return False
         return position >= end and self.sequencer.next_offset(tp) == seen + 1
+
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        # Faust flushes its own producer (the table changelog) before it commits; the agents'
+        # outputs go through the librdkafka producer (stream/output.py), flushed here first, so
+        # no offset is committed ahead of an output of the events below it.
+        out = getattr(self.app, "output", None)
+        if out is not None and offsets:
+            try:
+                await out.flush()
+            except OutputError as exc:
+                exit_output_failed(exc)
+        return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
 
     def holds_no_records(self, tp: Any, start: int, end: int) -> bool:
         """Whether the fetch proved offsets [start, end) of `tp` free of records (`Verdict.GAP`)."""
@@ -317,6 +330,8 @@ class ProfilestreamApp(faust.App):
     ps_settings: Settings
     model: ProfileModel
     metrics: WorkerMetrics
+    #: the agents' output producer (stream/output.py); None = Faust's producer (PROFILESTREAM_OUTPUT_CLIENT=faust)
+    output: OutputProducer | None
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -386,11 +401,13 @@ def create_app_shell(settings: Settings, model: ProfileModel | None) -> Profiles
     app.ps_settings = settings
     app.model = model  # type: ignore[assignment]
     app.metrics = WorkerMetrics()
+    app.output = None
     return app
 
 
 def create_app(settings: Settings, model: ProfileModel) -> ProfilestreamApp:
     app = create_app_shell(settings, model)
+    app.output = output_for(settings)
     from . import agents, tables, topics_decl, web
 
     topics_decl.declare(app)

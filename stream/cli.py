@@ -182,7 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", parents=[sp], help="run a stream worker (normalize + profile agents, or one agent with --single-hop)",
                        description="Run one Faust worker. Several can run side by side with different "
-                                   "--web-port and --state-dir; they share the work through the consumer group.")
+                                   "--web-port and --state-dir; they share the work through the consumer group. "
+                                   "Exit statuses a supervisor should answer with a restart (nothing is lost: "
+                                   "uncommitted events are applied again, and what the state has is skipped): "
+                                   "70 a stop did not finish in 30 s, 74 outputs could not be delivered, 75 the "
+                                   "agents stalled while records wait (docs/operations.md).")
     w.set_defaults(func=cmd_worker)
 
     r = sub.add_parser("replay", parents=[sp], help="produce a dataset's events to events.raw",

@@ -80,6 +80,11 @@ class Settings:
     producer_linger_ms: float = _env("PROFILESTREAM_PRODUCER_LINGER_MS",
                                      "producer batching delay: 0 = lowest latency, a few ms = fewer, larger requests",
                                      default=0.0)
+    output_client: Literal["librdkafka", "faust"] = _env(
+        "PROFILESTREAM_OUTPUT_CLIENT",
+        "producer of the agents' outputs: librdkafka = confluent-kafka, sending in its own threads "
+        "(stream/output.py); faust = Faust's aiokafka producer in the worker's Python thread",
+        default="librdkafka")
     standby_replicas: int = _env("PROFILESTREAM_STANDBY_REPLICAS", "standby replicas of the state table", default=1)
     log_level: str = _env("PROFILESTREAM_LOG_LEVEL", "worker log level", default="info")
     pseudonym_key: str = _env("PROFILESTREAM_PSEUDONYM_KEY",
@@ -107,6 +112,8 @@ class Settings:
             raise ConfigError(f"PROFILESTREAM_DEVICE must be cpu or cuda, got {self.device!r}")
         if self.cpu_kernel not in ("fused", "torch"):
             raise ConfigError(f"PROFILESTREAM_CPU_KERNEL must be fused or torch, got {self.cpu_kernel!r}")
+        if self.output_client not in ("librdkafka", "faust"):
+            raise ConfigError(f"PROFILESTREAM_OUTPUT_CLIENT must be librdkafka or faust, got {self.output_client!r}")
         if self.top_k < 1:
             raise ConfigError("top_k must be >= 1")
         if self.ann_min_items < 0 or self.ann_nprobe < 1:

@@ -1,0 +1,157 @@
+"""The agents' output producer: librdkafka (confluent-kafka) instead of Faust's aiokafka producer.
+
+Everything the agents write (`events`, `profiles`, `recommendations`, `events.dlq`) goes through
+one confluent-kafka `Producer`; the state table's changelog stays with Faust. A Faust
+`Topic.send` is a chain of coroutines, futures and sensor hooks in the worker's one Python
+thread, and aiokafka builds and writes the produce requests in that thread too; `produce()` only
+copies the record into librdkafka's queue, whose own threads batch, send and retry it outside the
+GIL (bench/README.md, "Output producer"). `PROFILESTREAM_OUTPUT_CLIENT=faust` keeps the old path.
+
+At-least-once holds as before: the consumer flushes this producer before every offset commit
+(`_Consumer._commit_offsets` in stream/app.py), so no offset is committed ahead of an output of
+the events below it. The producer is idempotent (ordered per partition, no duplicates from its
+own retries) and keys go to partitions by murmur2, as Faust's producer and Kafka's Java client
+place them. A record librdkafka gives up on (`message.timeout.ms`) makes the next flush raise
+`OutputError`; the worker then exits without committing (`EXIT_OUTPUT_FAILED`), and a fresh one
+applies the events again from the committed offsets and re-sends their outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import threading
+from typing import Any, Sequence
+
+from confluent_kafka import KafkaException, Producer
+
+__all__ = ["OutputProducer", "OutputError", "EXIT_OUTPUT_FAILED", "exit_output_failed", "output_for"]
+
+log = logging.getLogger("profilestream.output")
+
+#: exit status of a worker whose outputs could not be delivered (EX_IOERR)
+EXIT_OUTPUT_FAILED = 74
+
+
+class OutputError(RuntimeError):
+    """Records could not be delivered; offsets must not be committed past them."""
+
+
+def exit_output_failed(exc: OutputError) -> None:
+    """End the worker at once, without committing: a fresh worker applies the events again from the
+    committed offsets and re-sends their outputs (events the state already has are skipped and their outputs re-sent).
+    Raising instead would let Faust ack the batch and commit past outputs that were never sent."""
+    log.error("%s; exiting with status %d without committing, so a fresh worker applies those events again "
+              "from the committed offsets and re-sends their outputs (is the broker reachable? "
+              "docs/operations.md 'Output producer')", exc, EXIT_OUTPUT_FAILED)
+    logging.shutdown()
+    os._exit(EXIT_OUTPUT_FAILED)
+
+
+class OutputProducer:
+    """One confluent-kafka Producer for every agent output. `send` never awaits; `flush` waits,
+    off the event loop, until every record sent before it began is delivered.
+
+    A flush cannot wait for librdkafka's queue to empty: the agents keep sending while a periodic
+    commit flushes, and under load the queue is never empty. Records are therefore counted in
+    epochs: `flush` starts a new epoch and waits until no record of an earlier one is in flight.
+    Each epoch's delivery callback is one object made when the epoch starts, not one per record."""
+
+    def __init__(self, conf: dict[str, Any], *, linger_ms: float = 0.0, message_timeout_ms: int = 300_000) -> None:
+        self._p = Producer({
+            **conf,
+            "enable.idempotence": True,  # implies acks=all, ordered retries without duplicates
+            "linger.ms": linger_ms,
+            "partitioner": "murmur2_random",  # Kafka's default for keyed records, as aiokafka's
+            "message.timeout.ms": message_timeout_ms,
+            "error_cb": self._on_error,
+        })
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._in_flight: dict[int, int] = {0: 0}  # epoch → records sent, not yet reported
+        self._report = functools.partial(self._on_delivery, 0)
+        self.failed: str | None = None
+        self.n_failed = 0
+
+    def _on_error(self, err: Any) -> None:
+        # Transient errors (a broker down for a while) are retried by librdkafka itself; a fatal one
+        # (an idempotence violation) fails every record still queued, and no record will be sent again.
+        if err.fatal() and self.failed is None:
+            self.failed = f"the producer (fatal: {err.str()})"
+
+    def _on_delivery(self, epoch: int, err: Any, msg: Any) -> None:
+        with self._lock:
+            self._in_flight[epoch] -= 1
+            if err is not None:
+                self.n_failed += 1
+                if self.failed is None:
+                    self.failed = f"{msg.topic()}[{msg.partition()}]: {err.str()}"
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None,
+             headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+        """Queue one record (never blocks the loop for long: a full queue is served for 50 ms)."""
+        with self._lock:
+            self._in_flight[self._epoch] += 1
+        while True:
+            try:
+                self._p.produce(topic, value, key, headers=headers, on_delivery=self._report)
+                return
+            except BufferError:  # librdkafka's queue is full: serve its reports, then try again
+                self._p.poll(0.05)
+            except BaseException as exc:
+                with self._lock:
+                    self._in_flight[self._epoch] -= 1
+                if isinstance(exc, KafkaException):
+                    raise OutputError(f"output record to {topic} refused: {exc.args[0].str()}") from exc
+                raise
+
+    def in_flight(self) -> int:
+        """Records sent and not yet delivered or failed (as far as reports were served)."""
+        with self._lock:
+            return sum(self._in_flight.values())
+
+    def check(self) -> None:
+        """Raise OutputError if any record failed since the producer started."""
+        if self.failed is not None:
+            raise OutputError(f"{self.n_failed} output record(s) not delivered, the first to {self.failed}")
+
+    def _new_epoch(self) -> int:
+        with self._lock:
+            old = self._epoch
+            self._epoch += 1
+            self._in_flight[self._epoch] = 0
+            self._report = functools.partial(self._on_delivery, self._epoch)
+            return old
+
+    def _settled(self, upto: int) -> bool:
+        with self._lock:
+            for e in [e for e in self._in_flight if e <= upto and e != self._epoch]:
+                if self._in_flight[e]:
+                    return False
+                del self._in_flight[e]
+            return True
+
+    def _wait(self, upto: int, step_s: float) -> None:
+        while not self._settled(upto):
+            self._p.poll(step_s)
+            self.check()
+
+    async def flush(self, step_s: float = 0.05) -> None:
+        """Wait until every record sent before this call is delivered; OutputError once a record
+        failed. Waits as long as librdkafka retries (message.timeout.ms), like Faust's producer."""
+        upto = self._new_epoch()
+        await asyncio.get_running_loop().run_in_executor(None, self._wait, upto, step_s)
+        self.check()
+
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Deliver what is queued (up to `timeout_s`); the number of records left undelivered."""
+        return self._p.flush(timeout_s)
+
+
+def output_for(settings: Any) -> OutputProducer | None:
+    """The output producer `settings` ask for (PROFILESTREAM_OUTPUT_CLIENT); None = Faust's producer."""
+    if settings.output_client != "librdkafka":
+        return None
+    return OutputProducer(settings.confluent_config(), linger_ms=settings.producer_linger_ms)
