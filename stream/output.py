@@ -1,11 +1,14 @@
-"""The agents' output producer: librdkafka (confluent-kafka) instead of Faust's aiokafka producer.
+"""The agents' output producer with `PROFILESTREAM_OUTPUT_CLIENT=librdkafka`: confluent-kafka
+instead of Faust's aiokafka producer. Not the default: after a broker restart librdkafka can keep
+an output partition leaderless and its records unsent (confluentinc/librdkafka#5430; one chaos
+`broker` run lost 33,091 events that way, docs/operations.md "Output producer").
 
 Everything the agents write (`events`, `profiles`, `recommendations`, `events.dlq`) goes through
 one confluent-kafka `Producer`; the state table's changelog stays with Faust. A Faust
 `Topic.send` is a chain of coroutines, futures and sensor hooks in the worker's one Python
 thread, and aiokafka builds and writes the produce requests in that thread too; `produce()` only
 copies the record into librdkafka's queue, whose own threads batch, send and retry it outside the
-GIL (bench/README.md, "Output producer"). `PROFILESTREAM_OUTPUT_CLIENT=faust` keeps the old path.
+GIL (bench/README.md, "Output producer"): −21 to −24 % worker CPU per event.
 
 At-least-once holds as before: the consumer flushes this producer before every offset commit
 (`_Consumer._commit_offsets` in stream/app.py), so no offset is committed ahead of an output of

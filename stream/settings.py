@@ -82,9 +82,10 @@ class Settings:
                                      default=0.0)
     output_client: Literal["librdkafka", "faust"] = _env(
         "PROFILESTREAM_OUTPUT_CLIENT",
-        "producer of the agents' outputs: librdkafka = confluent-kafka, sending in its own threads "
-        "(stream/output.py); faust = Faust's aiokafka producer in the worker's Python thread",
-        default="librdkafka")
+        "producer of the agents' outputs: faust = Faust's aiokafka producer in the worker's Python thread; "
+        "librdkafka = confluent-kafka, sending in its own threads (stream/output.py; faster, but not yet safe "
+        "across broker restarts, docs/operations.md 'Output producer')",
+        default="faust")
     standby_replicas: int = _env("PROFILESTREAM_STANDBY_REPLICAS", "standby replicas of the state table", default=1)
     log_level: str = _env("PROFILESTREAM_LOG_LEVEL", "worker log level", default="info")
     pseudonym_key: str = _env("PROFILESTREAM_PSEUDONYM_KEY",

@@ -65,7 +65,13 @@ def assigned_source_partitions(assignment: Iterable[object], topics: set[str]) -
 
 
 class EndOffsets:
-    """High watermarks through a librdkafka consumer of its own (no group, nothing committed)."""
+    """High watermarks through a librdkafka consumer of its own (no group, nothing committed).
+
+    After a query fails the client is closed and the next query builds a fresh one: librdkafka can
+    keep a partition without a leader for good after a broker restart (its metadata cache keeps
+    the leader -1 it saw while the broker was away; "new leader-1 not found in cache",
+    confluentinc/librdkafka#5430), and a watchdog that asked through such a client would read
+    "broker does not answer" for ever, exactly after the broker outages it exists for."""
 
     def __init__(self, conf: dict[str, object], timeout: float = 2.0) -> None:
         self.conf = conf
@@ -83,4 +89,14 @@ class EndOffsets:
             return {(t, p): self._consumer.get_watermark_offsets(  # type: ignore[attr-defined]
                 TopicPartition(t, p), timeout=self.timeout, cached=False)[1] for t, p in tps}
         except KafkaException:
+            self.reset()
             return None
+
+    def reset(self) -> None:
+        """Drop the client (best effort); the next query starts a fresh one."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                consumer.close()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - a client that will not close is dropped anyway
+                pass

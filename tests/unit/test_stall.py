@@ -50,3 +50,15 @@ def test_idle_rebalancing_or_broker_unreachable_restart_the_clock() -> None:
         # the 20 s count from the quiet check at 15 s, not from the start
         assert not w.check(behind=3, busy=False, now=34.0)
         assert w.check(behind=3, busy=False, now=35.5)
+
+
+def test_end_offsets_starts_a_fresh_client_after_a_failed_query() -> None:
+    # librdkafka can keep a partition leaderless for good after a broker restart (librdkafka#5430);
+    # a watchdog asking through that client again would be blind, so a failure drops the client.
+    from stream.process import free_port
+    from stream.stall import EndOffsets
+
+    ends = EndOffsets({"bootstrap.servers": f"127.0.0.1:{free_port()}", "log_level": 2}, timeout=0.5)
+    assert ends([("t", 0)]) is None  # nothing listens there
+    assert ends._consumer is None
+    assert ends([("t", 0)]) is None and ends._consumer is None
