@@ -5,28 +5,22 @@ librdkafka's queue is never empty, so a flush that waited for an empty queue wou
 commit back for as long as the load lasts. The flush must end once the records sent before it
 are delivered, and they must then be on the broker. Records must also land where Faust's own
 producer put them (murmur2 of the key, as aiokafka's DefaultPartitioner computes it; consumers
-of the compacted output topics rely on one key staying on one partition) and keep their order."""
+of the compacted output topics rely on one key staying on one partition) and keep their order.
+A worker with this producer is tested in test_pipeline.py (`test_restart_recovers_state`)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import defaultdict
-from typing import Callable
 
 import pytest
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from model import ProfileModel
 from stream import Settings
 from stream.output import OutputProducer
-from stream.replay import iter_dataset_events, produce_events
-
-from .conftest import Worker, wait_for
-from .helpers import Outputs, assert_parity, by_user, caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -125,30 +119,3 @@ def test_flush_does_not_wait_for_records_sent_after_it_began(broker: Settings) -
     asyncio.run(scenario())
     assert _high_watermarks(s, topic) == 1_000
     assert out.in_flight() == 1  # the record to the missing topic, still queued
-
-
-@pytest.mark.parametrize("single_hop", [False, True], ids=["two-hop", "single-hop"])
-def test_worker_with_librdkafka_outputs_keeps_parity_dlq_and_restart(stream_settings: Settings,
-                                                                     worker_factory: Callable[..., Worker],
-                                                                     single_hop: bool) -> None:
-    """A worker with PROFILESTREAM_OUTPUT_CLIENT=librdkafka: outputs equal the offline pass, bad
-    input reaches the DLQ through the same producer, and a SIGTERM restart (whose final commit
-    flushes it) loses nothing."""
-    s = stream_settings.with_(output_client="librdkafka", batch_size=64, single_hop=single_hop)
-    events = list(iter_dataset_events("ml-100k", s))[:2000]
-    first, second = events[:1000], events[1000:]
-    worker = worker_factory(s).start()
-    outputs = Outputs(s)
-    produce_events(s, first + [b"{not json", json.dumps({"user_id": "u", "type": "view"}).encode()], progress=False)
-    wait_for(lambda: caught_up(outputs, {u: len(h) for u, h in by_user(first).items()}) and len(outputs.dlq) >= 2,
-             timeout=120, what="first half applied and 2 DLQ records", poll=outputs.poll)
-    assert worker.stop() == 0, worker.tail()
-    worker.start()
-    produce_events(s, second, progress=False)
-    histories = by_user(events)
-    wait_for(lambda: caught_up(outputs, {u: len(h) for u, h in histories.items()}), timeout=120,
-             what="second half applied", poll=outputs.poll)
-    assert_parity(ProfileModel.load(s.artifact_path), outputs, histories, s.top_k)
-    assert len(outputs.dlq) == 2 and all(d["reason"] for d in outputs.dlq)
-    assert worker.metrics()["profilestream_events_applied_total"] == len(second)
-    outputs.close()

@@ -52,18 +52,22 @@ def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable
     outputs.close()
 
 
-@pytest.mark.parametrize("single_hop", [False, True], ids=["two-hop", "single-hop"])
+@pytest.mark.parametrize("single_hop,output_client", [(False, "faust"), (True, "faust"), (False, "librdkafka"),
+                                                      (True, "librdkafka")],
+                         ids=["two-hop", "single-hop", "two-hop-librdkafka", "single-hop-librdkafka"])
 def test_restart_recovers_state(stream_settings: Settings, worker_factory: Callable[..., Worker],
-                                single_hop: bool) -> None:
-    """SIGTERM the worker, start it again: state comes back and parity holds for later events."""
-    s = stream_settings.with_(batch_size=32, single_hop=single_hop)
+                                single_hop: bool, output_client: str) -> None:
+    """SIGTERM the worker, start it again: state comes back and parity holds for later events.
+    Also with the librdkafka output producer (stream/output.py), whose records the final commit
+    of a stop must flush; two bad messages check that its DLQ records arrive too."""
+    s = stream_settings.with_(batch_size=32, single_hop=single_hop, output_client=output_client)
     events = list(iter_dataset_events("ml-100k", s))[:3000]
     first, second = events[:1500], events[1500:]
     worker = worker_factory(s).start()
     outputs = Outputs(s)
-    produce_events(s, first, progress=False)
-    wait_for(lambda: caught_up(outputs, {u: len(h) for u, h in by_user(first).items()}), timeout=120,
-             what="first half applied", poll=outputs.poll)
+    produce_events(s, first + [b"{not json", json.dumps({"user_id": "u", "type": "view"}).encode()], progress=False)
+    wait_for(lambda: caught_up(outputs, {u: len(h) for u, h in by_user(first).items()}) and len(outputs.dlq) >= 2,
+             timeout=120, what="first half applied and 2 DLQ records", poll=outputs.poll)
     assert worker.stop() == 0, worker.tail()
     worker.start()
     produce_events(s, second, progress=False)
@@ -74,6 +78,7 @@ def test_restart_recovers_state(stream_settings: Settings, worker_factory: Calla
     assert continuing, "the second half must continue users of the first half"
     assert_parity(ProfileModel.load(s.artifact_path), outputs, histories, s.top_k)
     assert worker.metrics()["profilestream_events_applied_total"] == len(second)
+    assert len(outputs.dlq) == 2 and all(d["reason"] for d in outputs.dlq)
     outputs.close()
 
 
