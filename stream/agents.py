@@ -157,10 +157,10 @@ def is_current(app: Any, fe: EventT) -> bool:
 
 
 async def send_output(app: Any, topic: Any, key: bytes | None, value: bytes | None,
-               headers: list[tuple[str, bytes]] | None = None) -> None:
-    """One record of an agent's output: through the librdkafka output producer (stream/output.py),
-    or through Faust's producer with PROFILESTREAM_OUTPUT_CLIENT=faust. Either way the consumer
-    flushes it before it commits the offsets of the events it came from."""
+                      headers: list[tuple[str, bytes]] | None = None) -> None:
+    """One record of an agent's output: through Faust's producer (the default), or through the
+    librdkafka output producer (stream/output.py) with PROFILESTREAM_OUTPUT_CLIENT=librdkafka.
+    Either way the consumer flushes it before it commits the offsets of the events it came from."""
     if app.output is not None:
         try:
             app.output.send(topic.get_topic_name(), key, value, headers)

@@ -168,9 +168,9 @@ class _Consumer(faust_aiokafka.Consumer):
         return position >= end and self.sequencer.next_offset(tp) == seen + 1
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
-        # Faust flushes its own producer (the table changelog) before it commits; the agents'
-        # outputs go through the librdkafka producer (stream/output.py), flushed here first, so
-        # no offset is committed ahead of an output of the events below it.
+        # Faust flushes its own producer before it commits. With PROFILESTREAM_OUTPUT_CLIENT=librdkafka
+        # the agents' outputs go through a producer of their own (stream/output.py), flushed here
+        # first, so no offset is committed ahead of an output of the events below it.
         out = getattr(self.app, "output", None)
         if out is not None and offsets:
             try:
