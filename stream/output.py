@@ -149,8 +149,13 @@ class OutputProducer:
         self.check()
 
     def close(self, timeout_s: float = 10.0) -> int:
-        """Deliver what is queued (up to `timeout_s`); the number of records left undelivered."""
-        return self._p.flush(timeout_s)
+        """Deliver what is queued (up to `timeout_s`), drop the rest and close the client; the number
+        of records dropped. (librdkafka's own close would wait for them up to message.timeout.ms.)"""
+        left = self._p.flush(timeout_s)
+        self._p.purge()
+        self._p.poll(0)
+        self._p.close()
+        return left
 
 
 def output_for(settings: Any) -> OutputProducer | None:

@@ -70,6 +70,7 @@ def test_flush_ends_under_continuous_sending_and_records_keep_partition_and_orde
         return before, on_broker, after, sent
 
     before, on_broker, after, total = asyncio.run(scenario())
+    assert out.close(5) == 0
     assert after > before, "the sender did not run while the flush waited: the test proved nothing"
     assert on_broker >= before, f"flush returned with {before - on_broker} of the {before} records before it undelivered"
 
@@ -119,3 +120,4 @@ def test_flush_does_not_wait_for_records_sent_after_it_began(broker: Settings) -
     asyncio.run(scenario())
     assert _high_watermarks(s, topic) == 1_000
     assert out.in_flight() == 1  # the record to the missing topic, still queued
+    assert out.close(0) == 1  # … and dropped by close, which must not wait for it

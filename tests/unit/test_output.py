@@ -25,6 +25,7 @@ def test_flush_raises_naming_the_topic_when_records_cannot_be_delivered() -> Non
     with pytest.raises(OutputError, match=r"2 output record\(s\) not delivered, the first to ps-test\.profiles"):
         asyncio.run(asyncio.wait_for(out.flush(), timeout=30))
     assert out.in_flight() == 0
+    assert out.close(0) == 0
 
 
 def test_flush_waits_for_records_sent_before_it_only() -> None:
@@ -45,3 +46,4 @@ def test_a_record_librdkafka_refuses_leaves_nothing_in_flight() -> None:
         out.send("t", b"k", b"x" * 5000)
     assert out.in_flight() == 0
     asyncio.run(asyncio.wait_for(out.flush(), timeout=5))  # nothing to wait for
+    assert out.close(0) == 0
