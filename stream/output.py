@@ -43,9 +43,9 @@ class OutputError(RuntimeError):
 
 
 def exit_output_failed(exc: OutputError) -> None:
-    """End the worker at once, without committing: a fresh worker applies the events again from the
-    committed offsets and re-sends their outputs (events the state already has are skipped and their outputs re-sent).
-    Raising instead would let Faust ack the batch and commit past outputs that were never sent."""
+    """End the worker at once, without committing: a fresh worker reads the events again from the
+    committed offsets, skips those its state already has and re-sends their outputs. Raising
+    instead would let Faust ack the batch and commit past outputs that were never sent."""
     log.error("%s; exiting with status %d without committing, so a fresh worker applies those events again "
               "from the committed offsets and re-sends their outputs (is the broker reachable? "
               "docs/operations.md 'Output producer')", exc, EXIT_OUTPUT_FAILED)
@@ -150,7 +150,7 @@ class OutputProducer:
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Deliver what is queued (up to `timeout_s`), drop the rest and close the client; the number
-        of records dropped. (librdkafka's own close would wait for them up to message.timeout.ms.)"""
+        of records dropped. (librdkafka's own close blocked for over a minute on an undeliverable record.)"""
         left = self._p.flush(timeout_s)
         self._p.purge()
         self._p.poll(0)
