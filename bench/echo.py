@@ -16,12 +16,10 @@ def run_echo_worker(settings: Settings) -> None:
 
     from stream.agents import send_output
     from stream.app import create_app_shell
-    from stream.output import output_for
     from stream.topics import ensure_topics
 
     ensure_topics(settings)
-    app = create_app_shell(settings, model=None)  # type: ignore[arg-type]
-    app.output = output_for(settings)
+    app = create_app_shell(settings, model=None)  # type: ignore[arg-type]  (output producer included)
     raw = app.topic(settings.topic("events.raw"), key_type=bytes, value_type=bytes)
     out = app.topic(settings.topic("echo.out"), key_type=bytes, value_type=bytes)
 

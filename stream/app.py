@@ -171,7 +171,7 @@ class _Consumer(faust_aiokafka.Consumer):
         # Faust flushes its own producer before it commits. With PROFILESTREAM_OUTPUT_CLIENT=librdkafka
         # the agents' outputs go through a producer of their own (stream/output.py), flushed here
         # first, so no offset is committed ahead of an output of the events below it.
-        out = getattr(self.app, "output", None)
+        out = self.app.output
         if out is not None and offsets:
             try:
                 await out.flush()
@@ -372,7 +372,8 @@ def _credentials(s: Settings) -> Any:
 
 
 def create_app_shell(settings: Settings, model: ProfileModel | None) -> ProfilestreamApp:
-    """The configured app with no topics, tables or agents (the bench's echo floor uses it bare)."""
+    """The configured app, its output producer included, with no topics, tables or agents (the bench's echo
+    floor uses it bare)."""
     app = ProfilestreamApp(
         settings.app_id,
         broker=settings.faust_broker_url(),
@@ -401,13 +402,12 @@ def create_app_shell(settings: Settings, model: ProfileModel | None) -> Profiles
     app.ps_settings = settings
     app.model = model  # type: ignore[assignment]
     app.metrics = WorkerMetrics()
-    app.output = None
+    app.output = output_for(settings)
     return app
 
 
 def create_app(settings: Settings, model: ProfileModel) -> ProfilestreamApp:
     app = create_app_shell(settings, model)
-    app.output = output_for(settings)
     from . import agents, tables, topics_decl, web
 
     topics_decl.declare(app)

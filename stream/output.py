@@ -130,7 +130,7 @@ class OutputProducer:
 
     def _settled(self, upto: int) -> bool:
         with self._lock:
-            for e in [e for e in self._in_flight if e <= upto and e != self._epoch]:
+            for e in [e for e in self._in_flight if e <= upto]:  # upto < the current epoch
                 if self._in_flight[e]:
                     return False
                 del self._in_flight[e]
