@@ -28,6 +28,7 @@ from stream.consume import OutputFollower
 from stream.process import WorkerProcess, free_port
 from stream.replay import iter_dataset_events, produce_events
 from stream.settings import Settings
+from stream.output import EXIT_OUTPUT_FAILED
 from stream.stall import EXIT_STALLED
 from stream.topics import ensure_topics
 
@@ -69,16 +70,17 @@ class _Workers:
         return [w for w in self.workers if w.alive()]
 
     def check_crashes(self) -> None:
-        """Count workers that died on their own. One the stall watchdog stopped (exit status
-        EXIT_STALLED) is started again, as the supervisor the watchdog asks for would, and counted
-        in `stall_restarts` instead."""
+        """Count workers that died on their own. One that exited to be restarted (status
+        EXIT_STALLED from the stall watchdog, EXIT_OUTPUT_FAILED from a stuck or failed output
+        producer) is started again, as the supervisor they ask for would, and counted in
+        `stall_restarts` instead."""
         for w in self.workers:
             if w.proc is not None and w.proc.poll() is not None and w.proc.pid not in self.killed_by_us:
                 self.killed_by_us.add(w.proc.pid)  # count once
-                if w.proc.returncode == EXIT_STALLED:
+                if w.proc.returncode in (EXIT_STALLED, EXIT_OUTPUT_FAILED):
                     self.stall_restarts += 1
-                    print(f"  worker stalled and exited ({EXIT_STALLED}); starting it again; log {w.log}",
-                          file=sys.stderr)
+                    print(f"  worker exited with status {w.proc.returncode} to be restarted; starting it again; "
+                          f"log {w.log}", file=sys.stderr)
                     w.start(ready_timeout=180)
                     self.last_restart_at = time.monotonic()
                     continue

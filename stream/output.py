@@ -17,6 +17,14 @@ own retries) and keys go to partitions by murmur2, as Faust's producer and Kafka
 place them. A record librdkafka gives up on (`message.timeout.ms`) makes the next flush raise
 `OutputError`; the worker then exits without committing (`EXIT_OUTPUT_FAILED`), and a fresh one
 applies the events again from the committed offsets and re-sends their outputs.
+
+A stuck producer is ended the same way. When records have waited `stuck_s` seconds (60) with no
+delivery report, a fresh client asks the broker for the metadata of the output topics. If the
+broker answers and every partition has a leader, the producer should have delivered. It is
+stuck (#5430 leaves a partition "leaderless" in its cache), and the flush raises. A broker that
+does not answer, or a partition without a leader, is an outage: the producer keeps waiting and
+asks again after another `stuck_s`. A topic that does not exist also raises, since its records
+cannot be delivered.
 """
 
 from __future__ import annotations
@@ -26,11 +34,12 @@ import functools
 import logging
 import os
 import threading
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
 from confluent_kafka import KafkaException, Producer
 
-__all__ = ["OutputProducer", "OutputError", "EXIT_OUTPUT_FAILED", "exit_output_failed", "output_for"]
+__all__ = ["OutputProducer", "OutputError", "EXIT_OUTPUT_FAILED", "exit_output_failed", "output_for", "probe_topics"]
 
 log = logging.getLogger("profilestream.output")
 
@@ -62,7 +71,8 @@ class OutputProducer:
     epochs: `flush` starts a new epoch and waits until no record of an earlier one is in flight.
     Each epoch's delivery callback is one object made when the epoch starts, not one per record."""
 
-    def __init__(self, conf: dict[str, Any], *, linger_ms: float = 0.0, message_timeout_ms: int = 300_000) -> None:
+    def __init__(self, conf: dict[str, Any], *, linger_ms: float = 0.0, message_timeout_ms: int = 300_000,
+                 stuck_s: float = 60.0, probe: Callable[[list[str]], str | None] | None = None) -> None:
         self._p = Producer({
             **conf,
             "enable.idempotence": True,  # implies acks=all, ordered retries without duplicates
@@ -77,6 +87,14 @@ class OutputProducer:
         self._report = functools.partial(self._on_delivery, 0)
         self.failed: str | None = None
         self.n_failed = 0
+        # the stuck check: records waiting since `_quiet_since` without a report (the clock starts
+        # at the last report, or at the send that ended an idle spell), topics ever sent to
+        self.stuck_s = stuck_s
+        self._probe = probe if probe is not None else functools.partial(probe_topics, conf)
+        self._n = 0  # records in flight, all epochs
+        self._quiet_since = time.monotonic()
+        self._probed_at = 0.0
+        self._topics: set[str] = set()
 
     def _on_error(self, err: Any) -> None:
         # Transient errors (a broker down for a while) are retried by librdkafka itself; a fatal one
@@ -87,6 +105,8 @@ class OutputProducer:
     def _on_delivery(self, epoch: int, err: Any, msg: Any) -> None:
         with self._lock:
             self._in_flight[epoch] -= 1
+            self._n -= 1
+            self._quiet_since = time.monotonic()
             if err is not None:
                 self.n_failed += 1
                 if self.failed is None:
@@ -97,15 +117,22 @@ class OutputProducer:
         """Queue one record (never blocks the loop for long: a full queue is served for 50 ms)."""
         with self._lock:
             self._in_flight[self._epoch] += 1
+            if not self._n:
+                self._quiet_since = time.monotonic()
+            self._n += 1
+        if topic not in self._topics:
+            self._topics.add(topic)
         while True:
             try:
                 self._p.produce(topic, value, key, headers=headers, on_delivery=self._report)
                 return
             except BufferError:  # librdkafka's queue is full: serve its reports, then try again
                 self._p.poll(0.05)
+                self.check_stuck()
             except BaseException as exc:
                 with self._lock:
                     self._in_flight[self._epoch] -= 1
+                    self._n -= 1
                 if isinstance(exc, KafkaException):
                     raise OutputError(f"output record to {topic} refused: {exc.args[0].str()}") from exc
                 raise
@@ -113,12 +140,28 @@ class OutputProducer:
     def in_flight(self) -> int:
         """Records sent and not yet delivered or failed (as far as reports were served)."""
         with self._lock:
-            return sum(self._in_flight.values())
+            return self._n
 
     def check(self) -> None:
         """Raise OutputError if any record failed since the producer started."""
         if self.failed is not None:
             raise OutputError(f"{self.n_failed} output record(s) not delivered, the first to {self.failed}")
+
+    def check_stuck(self, now: float | None = None) -> None:
+        """Raise OutputError when records have waited over `stuck_s` without a delivery report
+        although the broker answers for their topics (module docstring); probe at most once per
+        `stuck_s`."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            quiet = now - self._quiet_since if self._n else 0.0
+        if self.stuck_s <= 0 or quiet <= self.stuck_s or now - self._probed_at <= self.stuck_s:
+            return
+        self._probed_at = now
+        reason = self._probe(sorted(self._topics))
+        if reason is not None:
+            raise OutputError(f"{self.in_flight()} output record(s) had no delivery report for {quiet:.0f} s "
+                              f"although {reason}: the output producer is stuck (a librdkafka client can keep a "
+                              "partition's leader unknown after a broker restart, confluentinc/librdkafka#5430)")
 
     def _new_epoch(self) -> int:
         with self._lock:
@@ -140,6 +183,7 @@ class OutputProducer:
         while not self._settled(upto):
             self._p.poll(step_s)
             self.check()
+            self.check_stuck()
 
     async def flush(self, step_s: float = 0.05) -> None:
         """Wait until every record sent before this call is delivered; OutputError once a record
@@ -158,8 +202,28 @@ class OutputProducer:
         return left
 
 
+def probe_topics(conf: dict[str, Any], topics: list[str], timeout_s: float = 5.0) -> str | None:
+    """Ask the broker, through a fresh client, for the metadata of `topics`. None when it does not
+    answer or a partition has no leader (an outage: wait); otherwise what it says, in words (a
+    topic that does not exist, or every partition led)."""
+    from confluent_kafka.admin import AdminClient
+
+    conf = {k: v for k, v in conf.items() if k not in ("error_cb", "logger", "debug")}
+    try:
+        md = AdminClient({**conf, "log_level": 2}).list_topics(timeout=timeout_s)
+    except KafkaException:
+        return None
+    missing = [t for t in topics if t not in md.topics or md.topics[t].error is not None]
+    if missing:
+        return f"the broker answers and {', '.join(missing)} does not exist"
+    if any(p.leader < 0 for t in topics for p in md.topics[t].partitions.values()):
+        return None
+    return f"the broker answers and leads every partition of {', '.join(topics)}"
+
+
 def output_for(settings: Any) -> OutputProducer | None:
     """The output producer `settings` ask for (PROFILESTREAM_OUTPUT_CLIENT); None = Faust's producer."""
     if settings.output_client != "librdkafka":
         return None
-    return OutputProducer(settings.confluent_config(), linger_ms=settings.producer_linger_ms)
+    return OutputProducer(settings.confluent_config(), linger_ms=settings.producer_linger_ms,
+                          stuck_s=settings.output_stuck_s)

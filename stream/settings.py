@@ -86,6 +86,11 @@ class Settings:
         "librdkafka = confluent-kafka, sending in its own threads (stream/output.py; faster, but not yet safe "
         "across broker restarts, docs/operations.md 'Output producer')",
         default="faust")
+    output_stuck_s: float = _env(
+        "PROFILESTREAM_OUTPUT_STUCK_S",
+        "with the librdkafka output producer: when its records had no delivery report for this long although "
+        "the broker answers and leads their partitions, the worker exits with status 74 (a stuck producer; a "
+        "supervisor restarts it); 0 = off", default=60.0)
     standby_replicas: int = _env("PROFILESTREAM_STANDBY_REPLICAS", "standby replicas of the state table", default=1)
     log_level: str = _env("PROFILESTREAM_LOG_LEVEL", "worker log level", default="info")
     pseudonym_key: str = _env("PROFILESTREAM_PSEUDONYM_KEY",
@@ -115,6 +120,8 @@ class Settings:
             raise ConfigError(f"PROFILESTREAM_CPU_KERNEL must be fused or torch, got {self.cpu_kernel!r}")
         if self.output_client not in ("librdkafka", "faust"):
             raise ConfigError(f"PROFILESTREAM_OUTPUT_CLIENT must be librdkafka or faust, got {self.output_client!r}")
+        if self.output_stuck_s < 0:
+            raise ConfigError("PROFILESTREAM_OUTPUT_STUCK_S must be >= 0 (0 = off)")
         if self.top_k < 1:
             raise ConfigError("top_k must be >= 1")
         if self.ann_min_items < 0 or self.ann_nprobe < 1:

@@ -11,6 +11,7 @@ A worker with this producer is tested in test_pipeline.py (`test_restart_recover
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import defaultdict
 
@@ -20,7 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stream import Settings
-from stream.output import OutputProducer
+from stream.output import OutputError, OutputProducer, probe_topics
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +122,33 @@ def test_flush_does_not_wait_for_records_sent_after_it_began(broker: Settings) -
     assert _high_watermarks(s, topic) == 1_000
     assert out.in_flight() == 1  # the record to the missing topic, still queued
     assert out.close(0) == 1  # … and dropped by close, which must not wait for it
+
+
+def test_a_flush_held_by_an_undeliverable_record_ends_with_the_cause_once_stuck_s_passed(broker: Settings) -> None:
+    """A record that cannot be delivered while the broker answers (here: its topic does not exist
+    and may not be created; in the wild: librdkafka#5430's stale leader) must not hold the flush,
+    and with it every offset commit, until message.timeout.ms (5 minutes): after `stuck_s` without a
+    delivery report a fresh client asks the broker, and the flush raises with its answer."""
+    s = broker.with_(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
+    topic, missing = s.topic("out"), s.topic("missing")
+    admin = AdminClient(s.confluent_config())
+    for fut in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
+        fut.result(30)
+    out = OutputProducer({**s.confluent_config(), "allow.auto.create.topics": False}, stuck_s=2)
+    out.send(topic, b"k", b"delivered")
+    out.send(missing, b"k", b"stays queued")
+    t0 = time.monotonic()
+    with pytest.raises(OutputError, match=rf"1 output record\(s\) had no delivery report .* {missing} does not exist"):
+        asyncio.run(asyncio.wait_for(out.flush(), timeout=60))
+    assert time.monotonic() - t0 < 30  # not message.timeout.ms
+    assert out.close(0) == 1
+
+
+def test_probe_reads_leaders_and_missing_topics_from_the_broker(broker: Settings) -> None:
+    s = broker.with_(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
+    topic, missing = s.topic("out"), s.topic("missing")
+    admin = AdminClient(s.confluent_config())
+    for fut in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
+        fut.result(30)
+    assert probe_topics(s.confluent_config(), [topic]) == f"the broker answers and leads every partition of {topic}"
+    assert probe_topics(s.confluent_config(), [topic, missing]) == f"the broker answers and {missing} does not exist"
