@@ -18,13 +18,15 @@ place them. A record librdkafka gives up on (`message.timeout.ms`) makes the nex
 `OutputError`; the worker then exits without committing (`EXIT_OUTPUT_FAILED`), and a fresh one
 applies the events again from the committed offsets and re-sends their outputs.
 
-A stuck producer is ended the same way. When records have waited `stuck_s` seconds (60) with no
-delivery report, a fresh client asks the broker for the metadata of the output topics. If the
-broker answers and every partition has a leader, the producer should have delivered. It is
-stuck (#5430 leaves a partition "leaderless" in its cache), and the flush raises. A broker that
-does not answer, or a partition without a leader, is an outage: the producer keeps waiting and
-asks again after another `stuck_s`. A topic that does not exist also raises, since its records
-cannot be delivered.
+A stuck producer is ended the same way. When a flush has waited `stuck_s` seconds (60) for the
+records sent before it, or `send` has found librdkafka's queue full for that long, a fresh client
+asks the broker for the metadata of the output topics. If the broker answers and every partition
+has a leader, the producer should have delivered. It is stuck (#5430 leaves a partition's leader
+unknown in its cache), and the wait raises. A broker that does not answer, or a partition without
+a leader, is an outage: the producer keeps waiting and asks again after another `stuck_s`. A
+topic that does not exist also raises, since its records cannot be delivered. The clock is the
+wait's, not the time since the last delivery report: #5430 can strand one partition's records
+while the others' are delivered, and reports keep coming.
 """
 
 from __future__ import annotations
@@ -87,13 +89,12 @@ class OutputProducer:
         self._report = functools.partial(self._on_delivery, 0)
         self.failed: str | None = None
         self.n_failed = 0
-        # the stuck check: records waiting since `_quiet_since` without a report (the clock starts
-        # at the last report, or at the send that ended an idle spell), topics ever sent to
+        self._n = 0  # records in flight, all epochs
+        # the stuck check (module docstring): its period, the broker query, when it last asked, and
+        # every topic this producer has sent to
         self.stuck_s = stuck_s
         self._probe = probe if probe is not None else functools.partial(probe_topics, conf)
-        self._n = 0  # records in flight, all epochs
-        self._quiet_since = time.monotonic()
-        self._probed_at = 0.0
+        self._probed_at = -float("inf")
         self._topics: set[str] = set()
 
     def _on_error(self, err: Any) -> None:
@@ -106,7 +107,6 @@ class OutputProducer:
         with self._lock:
             self._in_flight[epoch] -= 1
             self._n -= 1
-            self._quiet_since = time.monotonic()
             if err is not None:
                 self.n_failed += 1
                 if self.failed is None:
@@ -117,18 +117,18 @@ class OutputProducer:
         """Queue one record (never blocks the loop for long: a full queue is served for 50 ms)."""
         with self._lock:
             self._in_flight[self._epoch] += 1
-            if not self._n:
-                self._quiet_since = time.monotonic()
             self._n += 1
         if topic not in self._topics:
             self._topics.add(topic)
+        full_since = None
         while True:
             try:
                 self._p.produce(topic, value, key, headers=headers, on_delivery=self._report)
                 return
             except BufferError:  # librdkafka's queue is full: serve its reports, then try again
+                full_since = time.monotonic() if full_since is None else full_since
                 self._p.poll(0.05)
-                self.check_stuck()
+                self.check_stuck(full_since, "librdkafka's queue stayed full")
             except BaseException as exc:
                 with self._lock:
                     self._in_flight[self._epoch] -= 1
@@ -147,19 +147,19 @@ class OutputProducer:
         if self.failed is not None:
             raise OutputError(f"{self.n_failed} output record(s) not delivered, the first to {self.failed}")
 
-    def check_stuck(self, now: float | None = None) -> None:
-        """Raise OutputError when records have waited over `stuck_s` without a delivery report
-        although the broker answers for their topics (module docstring); probe at most once per
-        `stuck_s`."""
+    def check_stuck(self, since: float, what: str, now: float | None = None) -> None:
+        """Raise OutputError when a wait that began at `since` (monotonic) has lasted over `stuck_s`
+        although the broker answers for the output topics (module docstring). `what` says what was
+        waited for. The broker is asked at most once per `stuck_s`."""
+        if self.stuck_s <= 0:
+            return
         now = time.monotonic() if now is None else now
-        with self._lock:
-            quiet = now - self._quiet_since if self._n else 0.0
-        if self.stuck_s <= 0 or quiet <= self.stuck_s or now - self._probed_at <= self.stuck_s:
+        if now - since <= self.stuck_s or now - self._probed_at <= self.stuck_s:
             return
         self._probed_at = now
         reason = self._probe(sorted(self._topics))
         if reason is not None:
-            raise OutputError(f"{self.in_flight()} output record(s) had no delivery report for {quiet:.0f} s "
+            raise OutputError(f"{what} for {now - since:.0f} s ({self.in_flight()} output record(s) in flight) "
                               f"although {reason}: the output producer is stuck (a librdkafka client can keep a "
                               "partition's leader unknown after a broker restart, confluentinc/librdkafka#5430)")
 
@@ -180,14 +180,17 @@ class OutputProducer:
             return True
 
     def _wait(self, upto: int, step_s: float) -> None:
+        since = time.monotonic()
         while not self._settled(upto):
             self._p.poll(step_s)
             self.check()
-            self.check_stuck()
+            self.check_stuck(since, "a flush waited for the records sent before it")
 
     async def flush(self, step_s: float = 0.05) -> None:
         """Wait until every record sent before this call is delivered; OutputError once a record
-        failed. Waits as long as librdkafka retries (message.timeout.ms), like Faust's producer."""
+        failed, or once the stuck check finds the wait over `stuck_s` with the broker answering.
+        Through an outage it waits as long as librdkafka retries (message.timeout.ms), like
+        Faust's producer."""
         upto = self._new_epoch()
         await asyncio.get_running_loop().run_in_executor(None, self._wait, upto, step_s)
         self.check()

@@ -126,22 +126,36 @@ def test_flush_does_not_wait_for_records_sent_after_it_began(broker: Settings) -
 
 def test_a_flush_held_by_an_undeliverable_record_ends_with_the_cause_once_stuck_s_passed(broker: Settings) -> None:
     """A record that cannot be delivered while the broker answers (here: its topic does not exist
-    and may not be created; in the wild: librdkafka#5430's stale leader) must not hold the flush,
-    and with it every offset commit, until message.timeout.ms (5 minutes): after `stuck_s` without a
-    delivery report a fresh client asks the broker, and the flush raises with its answer."""
+    and may not be created; in the wild: librdkafka#5430's unknown leader) must not hold the flush,
+    and with it every offset commit, until message.timeout.ms (5 minutes), even while the records
+    sent to other partitions are delivered: after `stuck_s` a fresh client asks the broker, and
+    the flush raises with its answer."""
     s = broker.with_(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
     topic, missing = s.topic("out"), s.topic("missing")
     admin = AdminClient(s.confluent_config())
     for fut in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
         fut.result(30)
     out = OutputProducer({**s.confluent_config(), "allow.auto.create.topics": False}, stuck_s=2)
-    out.send(topic, b"k", b"delivered")
-    out.send(missing, b"k", b"stays queued")
+
+    async def scenario() -> int:
+        out.send(missing, b"k", b"stays queued")
+        flush = asyncio.ensure_future(out.flush())
+        sent = 0
+        while not flush.done():  # meanwhile, records to a healthy topic go on and are delivered
+            for _ in range(10):
+                out.send(topic, KEYS[sent % len(KEYS)], b"%d" % sent)
+                sent += 1
+            await asyncio.sleep(0.01)
+        with pytest.raises(OutputError, match=rf"a flush waited for the records sent before it for \d+ s .*"
+                                              rf"although the broker answers and {missing} does not exist"):
+            await flush
+        return sent
+
     t0 = time.monotonic()
-    with pytest.raises(OutputError, match=rf"1 output record\(s\) had no delivery report .* {missing} does not exist"):
-        asyncio.run(asyncio.wait_for(out.flush(), timeout=60))
+    sent = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
     assert time.monotonic() - t0 < 30  # not message.timeout.ms
-    assert out.close(0) == 1
+    assert out.close(2) == 1  # only the stranded record is left
+    assert _high_watermarks(s, topic) == sent  # the healthy topic's records were delivered meanwhile
 
 
 def test_probe_reads_leaders_and_missing_topics_from_the_broker(broker: Settings) -> None:

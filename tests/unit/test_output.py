@@ -62,36 +62,55 @@ class _Probe:
         return self.answer
 
 
-def test_stuck_check_asks_the_broker_only_after_records_waited_stuck_s_without_a_report() -> None:
+def test_stuck_check_asks_the_broker_once_a_wait_passed_stuck_s_and_then_once_per_period() -> None:
     probe = _Probe(None)
     out = _unreachable(message_timeout_ms=60_000, stuck_s=10, probe=probe)
-    out._quiet_since -= 1_000  # the last report was long ago …
-    out.check_stuck(now=time.monotonic() + 1_000)  # … but nothing is in flight: nothing to judge
+    out.send("ps-test.profiles", b"u1", b"{}")
+    out.send("ps-test.dlq", b"u1", b"{}")
+    out.check_stuck(100.0, "a flush waited", now=109.0)
     assert probe.calls == []
-    out.send("ps-test.profiles", b"u1", b"{}")  # the clock starts at this send, not at the last report
-    out.check_stuck(now=time.monotonic() + 5)
-    assert probe.calls == []
-    out.check_stuck(now=time.monotonic() + 11)
-    assert probe.calls == [["ps-test.profiles"]]  # the broker was asked about the topics sent to …
-    out.check_stuck(now=time.monotonic() + 15)  # … and is not asked again within stuck_s
+    out.check_stuck(100.0, "a flush waited", now=111.0)
+    assert probe.calls == [["ps-test.dlq", "ps-test.profiles"]]  # every topic sent to
+    out.check_stuck(100.0, "a flush waited", now=120.0)  # not again within stuck_s …
     assert len(probe.calls) == 1
-    out.check_stuck(now=time.monotonic() + 22)  # it did not answer (None): ask again later, never raise
+    out.check_stuck(100.0, "a flush waited", now=121.5)  # … the broker did not answer (None): ask again, never raise
+    assert len(probe.calls) == 2
+    out.check_stuck(200.0, "a flush waited", now=205.0)  # a new wait has its own clock
     assert len(probe.calls) == 2
     out.close(0)
 
 
-def test_stuck_check_raises_with_the_brokers_answer_and_a_report_restarts_the_clock() -> None:
+def test_stuck_check_raises_with_the_brokers_answer() -> None:
     probe = _Probe("the broker answers and leads every partition of ps-test.profiles")
     out = _unreachable(message_timeout_ms=60_000, stuck_s=10, probe=probe)
     out.send("ps-test.profiles", b"u1", b"{}")
-    out.send("ps-test.profiles", b"u2", b"{}")
-    out._on_delivery(0, None, None)  # one report came: the other record's wait starts now
-    out.check_stuck(now=time.monotonic() + 9)
-    assert probe.calls == []
-    with pytest.raises(OutputError, match=r"1 output record\(s\) had no delivery report for 1\d s although the "
+    with pytest.raises(OutputError, match=r"a flush waited for 12 s \(1 output record\(s\) in flight\) although the "
                                           r"broker answers and leads every partition of ps-test\.profiles: the "
                                           r"output producer is stuck"):
-        out.check_stuck(now=time.monotonic() + 11)
+        out.check_stuck(100.0, "a flush waited", now=112.0)
+    out.close(0)
+
+
+def test_a_flush_ends_with_the_stuck_check_although_other_records_are_delivered_meanwhile() -> None:
+    """#5430 strands one partition's records while the others' are delivered: the clock must be
+    the flush's, not the time since the last delivery report."""
+    probe = _Probe("the broker answers and leads every partition of t")
+    out = _unreachable(message_timeout_ms=60_000, stuck_s=0.5, probe=probe)
+    out.send("t", b"k", b"stranded")
+
+    async def scenario() -> None:
+        flush = asyncio.ensure_future(out.flush(step_s=0.01))
+        while not flush.done():  # reports for later records keep coming while the flush waits
+            out.send("t", b"k", b"later")
+            out._on_delivery(out._epoch, None, None)
+            await asyncio.sleep(0.02)
+        await flush
+
+    t0 = time.monotonic()
+    with pytest.raises(OutputError, match=r"a flush waited for the records sent before it for \d+ s"):
+        asyncio.run(asyncio.wait_for(scenario(), timeout=20))
+    assert time.monotonic() - t0 < 10
+    assert len(probe.calls) == 1
     out.close(0)
 
 
@@ -99,7 +118,7 @@ def test_stuck_check_off_with_zero() -> None:
     probe = _Probe("anything")
     out = _unreachable(message_timeout_ms=60_000, stuck_s=0, probe=probe)
     out.send("t", b"k", b"v")
-    out.check_stuck(now=time.monotonic() + 1e6)
+    out.check_stuck(0.0, "a flush waited", now=1e6)
     assert probe.calls == []
     out.close(0)
 
