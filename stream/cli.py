@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--web-port and --state-dir; they share the work through the consumer group. "
                                    "Exit statuses a supervisor should answer with a restart (nothing is lost: "
                                    "uncommitted events are applied again, and what the state has is skipped): "
-                                   "70 a stop did not finish in 30 s, 74 outputs could not be delivered, 75 the "
+                                   "70 a stop did not finish in 30 s, 74 outputs could not be delivered or their producer is stuck, 75 the "
                                    "agents stalled while records wait (docs/operations.md).")
     w.set_defaults(func=cmd_worker)
 

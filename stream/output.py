@@ -118,8 +118,7 @@ class OutputProducer:
         with self._lock:
             self._in_flight[self._epoch] += 1
             self._n += 1
-        if topic not in self._topics:
-            self._topics.add(topic)
+        self._topics.add(topic)
         full_since = None
         while True:
             try:
@@ -216,10 +215,11 @@ def probe_topics(conf: dict[str, Any], topics: list[str], timeout_s: float = 5.0
         md = AdminClient({**conf, "log_level": 2}).list_topics(timeout=timeout_s)
     except KafkaException:
         return None
-    missing = [t for t in topics if t not in md.topics or md.topics[t].error is not None]
+    missing = [t for t in topics if t not in md.topics]
     if missing:
         return f"the broker answers and {', '.join(missing)} does not exist"
-    if any(p.leader < 0 for t in topics for p in md.topics[t].partitions.values()):
+    if any(md.topics[t].error is not None or any(p.leader < 0 for p in md.topics[t].partitions.values())
+           for t in topics):  # e.g. a leader being elected
         return None
     return f"the broker answers and leads every partition of {', '.join(topics)}"
 

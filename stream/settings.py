@@ -88,9 +88,9 @@ class Settings:
         default="faust")
     output_stuck_s: float = _env(
         "PROFILESTREAM_OUTPUT_STUCK_S",
-        "with the librdkafka output producer: when its records had no delivery report for this long although "
-        "the broker answers and leads their partitions, the worker exits with status 74 (a stuck producer; a "
-        "supervisor restarts it); 0 = off", default=60.0)
+        "with the librdkafka output producer: when a flush has waited this long for its records (or its queue "
+        "stayed full this long) although the broker answers and leads their partitions, the worker exits with "
+        "status 74 (a stuck producer; a supervisor restarts it); 0 = off", default=60.0)
     standby_replicas: int = _env("PROFILESTREAM_STANDBY_REPLICAS", "standby replicas of the state table", default=1)
     log_level: str = _env("PROFILESTREAM_LOG_LEVEL", "worker log level", default="info")
     pseudonym_key: str = _env("PROFILESTREAM_PSEUDONYM_KEY",
