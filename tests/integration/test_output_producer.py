@@ -37,12 +37,19 @@ def _high_watermarks(s: Settings, topic: str) -> int:
         c.close()
 
 
-def test_flush_ends_under_continuous_sending_and_records_keep_partition_and_order(broker: Settings) -> None:
+def _fresh_topic(broker: Settings) -> tuple[Settings, str, AdminClient]:
+    """A fresh prefix and its `out` topic of PARTITIONS partitions; the admin client is returned to
+    be kept (a collected client fails its futures)."""
     s = broker.with_(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
     topic = s.topic("out")
-    admin = AdminClient(s.confluent_config())  # kept: a collected client fails its futures
+    admin = AdminClient(s.confluent_config())
     for fut in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
         fut.result(30)
+    return s, topic, admin
+
+
+def test_flush_ends_under_continuous_sending_and_records_keep_partition_and_order(broker: Settings) -> None:
+    s, topic, _admin = _fresh_topic(broker)
     out = OutputProducer(s.confluent_config(), linger_ms=5)  # records wait 5 ms: the queue never empties
 
     async def scenario() -> tuple[int, int, int, int]:
@@ -103,11 +110,8 @@ def test_flush_does_not_wait_for_records_sent_after_it_began(broker: Settings) -
     does not exist and may not be created), and the flush must still end once the records before
     it are delivered. A flush that waited for librdkafka's queue to empty would wait ~30 s, until
     librdkafka gave that record up."""
-    s = broker.with_(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
-    topic, missing = s.topic("out"), s.topic("missing")
-    admin = AdminClient(s.confluent_config())
-    for fut in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
-        fut.result(30)
+    s, topic, _admin = _fresh_topic(broker)
+    missing = s.topic("missing")
     out = OutputProducer({**s.confluent_config(), "allow.auto.create.topics": False})
 
     async def scenario() -> None:
@@ -130,11 +134,8 @@ def test_a_flush_held_by_an_undeliverable_record_ends_with_the_cause_once_stuck_
     and with it every offset commit, until message.timeout.ms (5 minutes), even while the records
     sent to other partitions are delivered: after `stuck_s` a fresh client asks the broker, and
     the flush raises with its answer."""
-    s = broker.with_(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
-    topic, missing = s.topic("out"), s.topic("missing")
-    admin = AdminClient(s.confluent_config())
-    for fut in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
-        fut.result(30)
+    s, topic, _admin = _fresh_topic(broker)
+    missing = s.topic("missing")
     out = OutputProducer({**s.confluent_config(), "allow.auto.create.topics": False}, stuck_s=2)
 
     async def scenario() -> int:
@@ -159,10 +160,7 @@ def test_a_flush_held_by_an_undeliverable_record_ends_with_the_cause_once_stuck_
 
 
 def test_probe_reads_leaders_and_missing_topics_from_the_broker(broker: Settings) -> None:
-    s = broker.with_(topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
-    topic, missing = s.topic("out"), s.topic("missing")
-    admin = AdminClient(s.confluent_config())
-    for fut in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
-        fut.result(30)
+    s, topic, _admin = _fresh_topic(broker)
+    missing = s.topic("missing")
     assert probe_topics(s.confluent_config(), [topic]) == f"the broker answers and leads every partition of {topic}"
     assert probe_topics(s.confluent_config(), [topic, missing]) == f"the broker answers and {missing} does not exist"
