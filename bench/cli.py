@@ -29,6 +29,15 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_gpu(args: argparse.Namespace) -> int:
+    from stream.settings import Settings
+
+    from .gpu import run_cli
+
+    artifact = args.artifact or Settings.from_env(state_dir=args.state_dir).artifact_path
+    return run_cli(args, artifact, " ".join(["profilestream", *sys.argv[1:]]))
+
+
 def cmd_bench_ab(args: argparse.Namespace) -> int:
     import json
 
@@ -84,6 +93,26 @@ def cmd_chaos(args: argparse.Namespace) -> int:
               or r.get("invalid_missing_from_dlq") or r.get("dlq_unexpected") or r.get("dlq_without_reason")
               for r in results)
     return 1 if bad else 0
+
+
+def add_gpu_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifact", type=Path, default=None,
+                   help="trained model directory (default: $PROFILESTREAM_ARTIFACT, else STATE_DIR/model)")
+    p.add_argument("--out", type=Path, default=Path("bench-results-gpu"),
+                   help="report directory (default bench-results-gpu)")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                   help="cuda (default), or cpu to run the same sections without the CUDA-graph rows")
+    p.add_argument("--seconds", type=float, default=0.5, help="seconds of repeats per row (default 0.5)")
+    p.add_argument("--quick", action="store_true", help="small batches and one catalogue: a check that the "
+                                                        "report is produced (a few seconds)")
+
+
+GPU_DESCRIPTION = ("The model step on a GPU, with and without CUDA graphs: parity with the CPU, the tensor step by "
+                   "batch up to 1,048,576 events (float32, and TF32 with its top-10 agreement), the core step (unpack "
+                   "→ step → top-K with recent items masked → pack) with and without a CUDA graph, the full step, "
+                   "and top-K over 1.7k, 100k and 1M items. Needs torch and numpy only (no Kafka, no Faust), so "
+                   "`python -m bench.gpu` runs on a GPU machine with just this repository and a trained artifact. "
+                   "Writes OUT/gpu.json, OUT/gpu.md, OUT/gpu_step_vs_batch.png.")
 
 
 def _connection_flags(p: argparse.ArgumentParser) -> None:
@@ -144,6 +173,12 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     r.add_argument("--smoke", action="store_true", help="a ≤ 60 s run that checks the report is produced")
     _connection_flags(r)
     r.set_defaults(func=cmd_bench_run)
+
+    gp = bsub.add_parser("gpu", help="the model step on a CUDA GPU, with and without CUDA graphs",
+                         description=GPU_DESCRIPTION)
+    add_gpu_arguments(gp)
+    gp.add_argument("--state-dir", type=Path, default=None, help="where the default artifact lives (STATE_DIR/model)")
+    gp.set_defaults(func=cmd_bench_gpu)
 
     ab = bsub.add_parser("ab", help="A/B two worker settings by CPU per event, throughput and latency",
                          description="Alternating rounds of two variants of the worker's settings (environment "
