@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from model import ProfileModel, pack_state, unpack_state
+from model import ProfileModel, gpu_kernels, pack_state, unpack_state
 from model.lstm import gap_feature, value_feature
 
 from .machine import machine_facts
@@ -107,16 +107,22 @@ def _inputs(model: ProfileModel, batch: int, seed: int) -> tuple[torch.Tensor, .
 
 
 def tensor_step(model: ProfileModel, batches: list[int], *, k: int = 10, seconds: float = 0.5,
-                graphs: bool = False, tf32: bool = False) -> list[dict[str, Any]]:
-    """LSTM step + scores + top-K on resident tensors, µs per event by batch. With `tf32`, the
-    matrix products use TF32 and each row says which share of its top-K lists equal float32's."""
+                graphs: bool = False, tf32: bool = False, kernel: str = "torch") -> list[dict[str, Any]]:
+    """LSTM step + scores + top-K on resident tensors, µs per event by batch, through torch ops
+    or (`kernel="triton"`) the two kernels of model/gpu_kernels.py. With `tf32`, the matrix
+    products use TF32 and each row says which share of its top-K lists equal float32's."""
     rows = []
     dev = model.device
-    label = dev.type + (" + CUDA graph" if graphs else "") + (" + TF32" if tf32 else "")
+    label = dev.type + (" triton" if kernel == "triton" else "") + (" + CUDA graph" if graphs else "") + \
+        (" + TF32" if tf32 else "")
     for batch in batches:
         args = _inputs(model, batch, batch)
 
         def fn() -> Any:
+            if kernel == "triton":
+                h2, c2 = gpu_kernels.lstm_step(model, *args)
+                _, idx, val = gpu_kernels.scores_topk(model, h2, None, k)
+                return val, idx
             h2, c2 = model.step(*args)
             return torch.topk(model.scores(h2), k, dim=1)
 
@@ -126,9 +132,9 @@ def tensor_step(model: ProfileModel, batches: list[int], *, k: int = 10, seconds
             with torch.inference_mode():
                 if tf32:
                     torch.backends.cuda.matmul.allow_tf32 = False
-                    exact = fn().indices.cpu()
+                    exact = fn()[1].cpu()
                     torch.backends.cuda.matmul.allow_tf32 = True
-                    extra["topk_equal_to_fp32"] = float((fn().indices.cpu() == exact).all(dim=1).float().mean())
+                    extra["topk_equal_to_fp32"] = float((fn()[1].cpu() == exact).all(dim=1).float().mean())
                 run = fn
                 if graphs:
                     g, _ = _capture(fn, dev)
@@ -136,13 +142,18 @@ def tensor_step(model: ProfileModel, batches: list[int], *, k: int = 10, seconds
                 times = _time_per_item(run, per=batch, seconds=seconds, warmup=10, cuda=dev.type == "cuda")
         finally:
             torch.backends.cuda.matmul.allow_tf32 = old
+        if kernel == "triton":  # the same top-K as torch's on these inputs (ties aside)
+            with torch.inference_mode():
+                h2, _ = model.step(*args)
+                ref = torch.topk(model.scores(h2), k, dim=1).indices
+                extra["topk_equal_to_torch"] = float((fn()[1] == ref).all(dim=1).float().mean())
         rows.append(_row("tensor step + top-K", batch, label, times, **extra))
         _say(rows[-1])
     return rows
 
 
-def graph_core_step(model: ProfileModel, batches: list[int], *, k: int = 10,
-                    seconds: float = 0.5) -> list[dict[str, Any]]:
+def graph_core_step(model: ProfileModel, batches: list[int], *, k: int = 10, seconds: float = 0.5,
+                    kernel: str = "torch") -> list[dict[str, Any]]:
     """The core step (unpack → LSTM step → top-K, recent items masked → pack) with the tensor part
     captured once as a CUDA graph: per call the states are unpacked into pinned host buffers,
     copied to static device tensors, the graph is replayed, h, c and the top-K indices are copied
@@ -151,7 +162,8 @@ def graph_core_step(model: ProfileModel, batches: list[int], *, k: int = 10,
     the same code runs with `_Eager` in place of the graph and unpinned buffers (label "… eager")."""
     dev = model.device
     cuda = dev.type == "cuda"
-    label = "cuda + CUDA graph" if cuda else f"{dev.type} (graph path, eager)"
+    label = ("cuda" if cuda else dev.type) + (" triton" if kernel == "triton" else "") + \
+        (" + CUDA graph" if cuda else " (graph path, eager)")
     pin = (lambda t: t.pin_memory()) if cuda else (lambda t: t)  # noqa: E731
     rows = []
     H, L = model.hidden, CORE_STEP_HISTORY
@@ -173,6 +185,9 @@ def graph_core_step(model: ProfileModel, batches: list[int], *, k: int = 10,
         n_hc, n_mask, n_out_hc, n_out_idx = p_hc.numpy(), p_mask.numpy(), p_out_hc.numpy(), p_out_idx.numpy()
 
         def fn() -> tuple[torch.Tensor, torch.Tensor]:
+            if kernel == "triton":
+                h2, c2 = gpu_kernels.lstm_step(model, s_hc[:, :H], s_hc[:, H:], s_items, s_types, s_vals, s_gaps)
+                return torch.cat([h2, c2], dim=1), gpu_kernels.scores_topk(model, h2, s_mask, k)[1]
             h2, c2 = model.step(s_hc[:, :H], s_hc[:, H:], s_items, s_types, s_vals, s_gaps)
             sc = model.scores(h2)
             sc.scatter_(1, s_mask, -math.inf)
@@ -213,18 +228,56 @@ def graph_core_step(model: ProfileModel, batches: list[int], *, k: int = 10,
     return rows
 
 
-def parity(model: ProfileModel, cpu: ProfileModel, *, batch: int = 512, k: int = 10) -> dict[str, Any]:
-    """The device's step, scores and top-K against the CPU model's on the same inputs."""
+def parity(model: ProfileModel, cpu: ProfileModel, *, batch: int = 512, k: int = 10,
+           kernel: str = "torch") -> dict[str, Any]:
+    """The device's step, scores and top-K (torch ops, or the Triton kernels) against the CPU
+    model's torch path on the same inputs."""
     args = _inputs(model, batch, 7)
     with torch.inference_mode():
-        h_d, c_d = model.step(*args)
-        top_d = torch.topk(model.scores(h_d), k, dim=1).indices.cpu()
+        if kernel == "triton":
+            h_d, c_d = gpu_kernels.lstm_step(model, *args)
+            top_d = gpu_kernels.scores_topk(model, h_d, None, k)[1].cpu()
+        else:
+            h_d, c_d = model.step(*args)
+            top_d = torch.topk(model.scores(h_d), k, dim=1).indices.cpu()
         cargs = [a.cpu() for a in args]
         h_c, c_c = cpu.step(*cargs)
         top_c = torch.topk(cpu.scores(h_c), k, dim=1).indices
-    return {"batch": batch, "max_abs_diff_h": float((h_d.cpu() - h_c).abs().max()),
+    return {"kernel": kernel, "batch": batch, "max_abs_diff_h": float((h_d.cpu() - h_c).abs().max()),
             "max_abs_diff_c": float((c_d.cpu() - c_c).abs().max()),
             "topk_equal": float((top_d == top_c).all(dim=1).float().mean())}
+
+
+def breakdown(model: ProfileModel, batches: list[int], *, k: int = 10, seconds: float = 0.5,
+              triton: bool = True, tune: bool = False) -> list[dict[str, Any]]:
+    """Where the tensor step's time goes: each piece timed alone on resident tensors (torch's
+    step, scores and top-K; the two Triton kernels). With `tune`, the Triton kernels also at
+    32 rows per program and 8 warps."""
+    rows = []
+    dev = model.device
+    configs = [(16, 4), (16, 8), (32, 4), (32, 8)] if tune else [(gpu_kernels.ROWS, 4)]
+    for batch in batches:
+        args = _inputs(model, batch, batch)
+        with torch.inference_mode():
+            h2, _ = model.step(*args)
+            sc = model.scores(h2)
+            pieces: list[tuple[str, Callable[[], Any]]] = [
+                ("torch: LSTM step", lambda: model.step(*args)),
+                ("torch: scores (user vectors · items)", lambda: model.scores(h2)),
+                ("torch: top-K of the scores", lambda: torch.topk(sc, k, dim=1)),
+            ]
+            if triton:
+                for r, w in configs:
+                    tag = f" ({r} rows, {w} warps)" if tune else ""
+                    pieces += [(f"triton: LSTM step kernel{tag}",
+                                lambda r=r, w=w: gpu_kernels.lstm_step(model, *args, rows=r, num_warps=w)),
+                               (f"triton: scores + top-K kernel{tag}",
+                                lambda r=r, w=w: gpu_kernels.scores_topk(model, h2, None, k, rows=r, num_warps=w))]
+            for name, fn in pieces:
+                times = _time_per_item(fn, per=batch, seconds=seconds / 2, warmup=5, cuda=dev.type == "cuda")
+                rows.append(_row(name, batch, dev.type, times))
+                _say(rows[-1])
+    return rows
 
 
 def _best(rows: list[dict[str, Any]], pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
@@ -233,17 +286,21 @@ def _best(rows: list[dict[str, Any]], pred: Callable[[dict[str, Any]], bool]) ->
 
 
 def summarize(res: dict[str, Any]) -> dict[str, Any]:
-    """Issue #4's GPU targets beside the measured numbers (None where not measured)."""
-    tensor = res["tensor_step"]
-    fp32 = _best(tensor, lambda r: "TF32" not in r["device"])
-    single = [r for r in tensor if r["batch"] == 1 and "graph" in r["device"]]
+    """Issue #4's GPU targets beside the best measured numbers (None where not measured)."""
+    fp32 = _best(res["tensor_step"], lambda r: "TF32" not in r["device"])
+    single = [r for r in res["tensor_step"] if r["batch"] == 1 and "graph" in r["device"]]
     core1 = [r for r in res["graph_core_step"] if r["batch"] == 1]
+    s1 = min(single, key=lambda r: r["p50_us"]) if single else None
+    c1 = min(core1, key=lambda r: r["p50_us"]) if core1 else None
     return {
         "batched_events_per_s": fp32["events_per_s"] if fp32 else None,
         "batched_at_batch": fp32["batch"] if fp32 else None,
+        "batched_how": fp32["device"] if fp32 else None,
         "batched_target": TARGET_BATCHED_EVENTS_PER_S,
-        "single_step_graph_us": single[0]["p50_us"] if single else None,
-        "single_core_step_graph_us": core1[0]["p50_us"] if core1 else None,
+        "single_step_graph_us": s1["p50_us"] if s1 else None,
+        "single_step_graph_how": s1["device"] if s1 else None,
+        "single_core_step_graph_us": c1["p50_us"] if c1 else None,
+        "single_core_step_graph_how": c1["device"] if c1 else None,
         "single_target_us": TARGET_SINGLE_STEP_US,
     }
 
@@ -254,18 +311,25 @@ def write_markdown(res: dict[str, Any]) -> str:
              f"Machine: {m['gpu'] or 'no GPU'}, {m['cpu']}, {m['cores']} cores; torch {m['libraries']['torch']}, "
              f"Python {m['python']}. Command: `{res['command']}`. Catalogue {res['n_items']} items, "
              f"hidden {res['hidden']}, K = 10. µs per event, p50 / p99 over repeats; events/s from the p50.", ""]
-    if res.get("parity"):
-        p = res["parity"]
-        lines += [f"Parity with the CPU (batch {p['batch']}): max |Δh| {p['max_abs_diff_h']:.1e}, "
-                  f"max |Δc| {p['max_abs_diff_c']:.1e}, identical top-10 lists {p['topk_equal']:.1%}.", ""]
+    for p in res.get("parity") or []:
+        lines += [f"Parity of the {p['kernel']} path with the CPU's torch path (batch {p['batch']}): max |Δh| "
+                  f"{p['max_abs_diff_h']:.1e}, max |Δc| {p['max_abs_diff_c']:.1e}, identical top-10 lists "
+                  f"{p['topk_equal']:.1%}.", ""]
     lines += ["| what | device | batch | p50 µs/event | p99 µs/event | events/s |", "|---|---|---:|---:|---:|---:|"]
     for key in ("tensor_step", "graph_core_step", "core_step", "step"):
         for r in res[key]:
             note = ""
             if "topk_equal_to_fp32" in r:
                 note = f" (top-10 = fp32's: {r['topk_equal_to_fp32']:.1%})"
+            if "topk_equal_to_torch" in r:
+                note = f" (top-10 = torch's: {r['topk_equal_to_torch']:.1%})"
             lines.append(f"| {r['what']}{note} | {r['device']} | {r['batch']:,} | {r['p50_us']:.3f} | "
                          f"{r['p99_us']:.3f} | {r['events_per_s']:,.0f} |")
+    if res["breakdown"]:
+        lines += ["", "Where the tensor step's time goes (each piece alone, resident tensors):", "",
+                  "| piece | batch | p50 µs/event | events/s |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['what']} | {r['batch']:,} | {r['p50_us']:.4f} | {r['events_per_s']:,.0f} |"
+                  for r in res["breakdown"]]
     if res["topk"]:
         lines += ["", "| top-K alone: items | batch | device | p50 µs/query |", "|---:|---:|---|---:|"]
         lines += [f"| {r['items']:,} | {r['batch']} | {r['device']} | {r['p50_us']:.2f} |" for r in res["topk"]]
@@ -273,9 +337,10 @@ def write_markdown(res: dict[str, Any]) -> str:
     fmt = lambda v, f: "not measured" if v is None else format(v, f)  # noqa: E731
     lines += ["", "| target (issue #4) | measured |", "|---|---|",
               f"| ≥ 50 M events/s batched step | {fmt(s['batched_events_per_s'], ',.0f')} events/s "
-              f"(batch {s['batched_at_batch']}) |",
-              f"| ≤ 50 µs single-event step (CUDA graph) | tensor step {fmt(s['single_step_graph_us'], '.1f')} µs; "
-              f"core step with copies {fmt(s['single_core_step_graph_us'], '.1f')} µs |"]
+              f"(batch {s['batched_at_batch']}, {s['batched_how']}) |",
+              f"| ≤ 50 µs single-event step (CUDA graph) | tensor step {fmt(s['single_step_graph_us'], '.1f')} µs "
+              f"({s['single_step_graph_how']}); core step with copies and 100 masked items "
+              f"{fmt(s['single_core_step_graph_us'], '.1f')} µs ({s['single_core_step_graph_how']}) |"]
     for e in res["errors"]:
         lines += ["", f"**Section {e['section']} failed:** {e['error']}"]
     if res.get("note"):
@@ -322,7 +387,9 @@ def run_gpu_bench(artifact: Path, out: Path, *, device: str = "cuda", quick: boo
     model = cpu if device == "cpu" else ProfileModel.load(artifact, device=device)
     res: dict[str, Any] = {"device": device, "command": command, "n_items": model.n_items, "hidden": model.hidden,
                            "machine": machine_facts(), "parity": None, "tensor_step": [], "graph_core_step": [],
-                           "core_step": [], "step": [], "topk": [], "errors": [], "summary": {}}
+                           "core_step": [], "step": [], "topk": [], "breakdown": [], "errors": [], "summary": {}}
+    tri = device == "cuda"  # the Triton rows (under TRITON_INTERPRET they would take minutes on a CPU)
+    torch_model = None if device == "cpu" else ProfileModel.load(artifact, device=device, gpu_kernels=False)
     if device == "cpu":
         res["note"] = ("run with --device cpu: no CUDA graph was captured (the tensor-step graph and TF32 rows need "
                        "a CUDA device); the core step's graph code path ran eagerly")
@@ -332,16 +399,28 @@ def run_gpu_bench(artifact: Path, out: Path, *, device: str = "cuda", quick: boo
         small = [1, 8, 64, 512, 4096]
         big = small + [65536, 262144, 1048576]
         cores, sizes = small, [model.n_items, 100_000, 1_000_000]
+    cuda = device == "cuda"
     sections: list[tuple[str, Callable[[], Any]]] = [
-        ("parity", lambda: parity(model, cpu) if device != "cpu" else None),
+        ("parity", lambda: ([parity(model, cpu)] if cuda else []) + ([parity(model, cpu, kernel="triton")] if tri
+                                                                       else [])),
         ("tensor_step", lambda: tensor_step(model, big, seconds=seconds)),
+        ("tensor_step", lambda: tensor_step(model, big, seconds=seconds, kernel="triton") if tri else []),
         ("tensor_step", lambda: tensor_step(model, [b for b in big if b != 262144], seconds=seconds, graphs=True)
-         if device == "cuda" else []),
+         if cuda else []),
+        ("tensor_step", lambda: tensor_step(model, [b for b in big if b != 262144], seconds=seconds, graphs=True,
+                                            kernel="triton") if cuda else []),
         ("tensor_step", lambda: tensor_step(model, [4096, 65536, 1048576], seconds=seconds, graphs=True, tf32=True)
-         if device == "cuda" and not quick else []),
+         if cuda and not quick else []),
+        ("breakdown", lambda: breakdown(model, [1, 4096] if quick else [1, 4096, 1048576], seconds=seconds,
+                                        triton=tri)),
+        ("breakdown", lambda: breakdown(model, [1, 1048576], seconds=seconds, tune=True) if cuda and not quick
+         else []),
         ("graph_core_step", lambda: graph_core_step(model, cores, seconds=seconds)),
+        ("graph_core_step", lambda: graph_core_step(model, cores, seconds=seconds, kernel="triton") if tri else []),
         ("core_step", lambda: bench_core_step(model, cores, seconds=seconds)),
         ("step", lambda: bench_step(model, [b for b in cores if b <= 4096], seconds=seconds)),
+        ("step", lambda: bench_step(torch_model, [b for b in cores if b <= 4096], seconds=seconds)
+         if torch_model is not None else []),
         ("topk", lambda: bench_topk(sizes, dim=model.config.item_dim, batches=[1, 64] if quick else [1, 64, 1024],
                                     device=device, seconds=seconds / 2)),
     ]
@@ -352,7 +431,8 @@ def run_gpu_bench(artifact: Path, out: Path, *, device: str = "cuda", quick: boo
             if name == "parity":
                 res["parity"] = got
                 if got:
-                    print(f"  {got}", file=sys.stderr)
+                    for p in got:
+                        print(f"  {p}", file=sys.stderr)
             else:
                 for r in got:  # the top-K rows of bench_topk have no "what"
                     r.setdefault("what", "top-K")
