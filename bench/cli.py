@@ -108,11 +108,13 @@ def add_gpu_arguments(p: argparse.ArgumentParser) -> None:
 
 
 GPU_DESCRIPTION = ("The model step on a GPU, with and without CUDA graphs: parity with the CPU, the tensor step by "
-                   "batch up to 1,048,576 events (float32, and TF32 with its top-10 agreement), the core step (unpack "
-                   "→ step → top-K with recent items masked → pack) with and without a CUDA graph, the full step, "
-                   "and top-K over 1.7k, 100k and 1M items. Needs torch and numpy only (no Kafka, no Faust), so "
+                   "batch up to 1,048,576 events (float32; with a two-stage top-K; with TF32 and its top-10 "
+                   "agreement), where its time goes (LSTM step, scores, top-K alone), the core step (unpack → step "
+                   "→ top-K with 100 recent items masked → pack) with and without a CUDA graph, the full step, and "
+                   "top-K over 1.7k, 100k and 1M items. Needs torch and numpy only (no Kafka, no Faust), so "
                    "`python -m bench.gpu` runs on a GPU machine with just this repository and a trained artifact. "
-                   "Writes OUT/gpu.json, OUT/gpu.md, OUT/gpu_step_vs_batch.png.")
+                   "Writes OUT/gpu.json, OUT/gpu.md, OUT/gpu_step_vs_batch.png. Exit 2 without CUDA (unless "
+                   "--device cpu), 1 when a section failed (the report keeps the others).")
 
 
 def _connection_flags(p: argparse.ArgumentParser) -> None:

@@ -15,11 +15,6 @@ On CPU, batches of up to FUSED_MAX_BATCH users run the same equations through co
 (model/fused.py, numba): at batch 1 torch's per-operation dispatch (several µs per op, ~15 ops
 per step) costs ten times the math. Both paths use the same float32 weights; they agree to
 float32 rounding (tests/unit/test_runtime.py).
-
-On CUDA, the step and scores → top-K run as two Triton kernels (model/gpu_kernels.py) when
-Triton is installed and `gpu_kernels` is True (PROFILESTREAM_GPU_KERNEL=triton, the default);
-they agree with the torch path to float32 rounding (tests/unit/test_gpu_kernels.py, under
-Triton's interpreter, and `profilestream bench gpu`'s parity line on a GPU).
 """
 
 from __future__ import annotations
@@ -123,8 +118,7 @@ def _rate_weight(value: float) -> float:
 class ProfileModel:
     """Loaded model artifact + the batched streaming step. Use `ProfileModel.load(path)`."""
 
-    def __init__(self, artifact: Artifact, *, device: str | torch.device = "cpu", fused_kernels: bool = True,
-                 gpu_kernels: bool = True) -> None:
+    def __init__(self, artifact: Artifact, *, device: str | torch.device = "cpu", fused_kernels: bool = True) -> None:
         self.artifact = artifact
         self.config = artifact.config
         self.device = torch.device(device)
@@ -152,12 +146,6 @@ class ProfileModel:
         self.hidden = H
         # fused_kernels=False (PROFILESTREAM_CPU_KERNEL=torch) keeps every step in torch.
         self._fw = _FusedWeights.of(self) if self.device.type == "cpu" and fused_kernels else None
-        # gpu_kernels=False (PROFILESTREAM_GPU_KERNEL=torch) keeps the CUDA step in torch ops.
-        self._gk: Any = None
-        if self.device.type == "cuda" and gpu_kernels:
-            from . import gpu_kernels as gk  # imports triton: only for CUDA models
-
-            self._gk = gk if gk.available() else None
         if self._fw is not None and FUSED_MAX_BATCH > 0:
             fused.warm_up()  # compile now (or load from numba's disk cache), not on the first event
         self.item_ids: list[str] = artifact.catalogue.item_ids
@@ -178,9 +166,8 @@ class ProfileModel:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def load(cls, path: Path | str, *, device: str = "cpu", fused_kernels: bool = True,
-             gpu_kernels: bool = True) -> "ProfileModel":
-        return cls(load_artifact(path), device=device, fused_kernels=fused_kernels, gpu_kernels=gpu_kernels)
+    def load(cls, path: Path | str, *, device: str = "cpu", fused_kernels: bool = True) -> "ProfileModel":
+        return cls(load_artifact(path), device=device, fused_kernels=fused_kernels)
 
     def enable_ann(self, nprobe: int = DEFAULT_ANN_NPROBE, *, cache_dir: Path | None = None) -> AnnIndex:
         """Build a faiss IVF index over the item vectors (model/ann.py) and rank recommendations
@@ -360,7 +347,7 @@ class ProfileModel:
             step: Any = self.step_fused
             arr: Any = lambda a: a  # noqa: E731
         else:
-            step = self.step if self._gk is None else (lambda *a: self._gk.lstm_step(self, *a))
+            step = self.step
             arr = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
         Hs = arr(np.stack([results[u].state.h for u in users]))  # (U, H)
         Cs = arr(np.stack([results[u].state.c for u in users]))  # (U, H)
@@ -442,21 +429,6 @@ class ProfileModel:
             idx[short], vals[short] = bi, bv
         return uvec_n, idx, vals
 
-    def _scores_topk_gpu(self, Hn: np.ndarray, exclude: Sequence[np.ndarray],
-                         k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """User vectors and top-k through the Triton kernel; a row left with fewer than k allowed
-        items (a catalogue barely larger than the history) is ranked by torch instead, as torch
-        fills such a row."""
-        with torch.inference_mode():
-            h = torch.from_numpy(Hn).to(self.device)
-            u, i, v = self._gk.scores_topk(self, h, self._gk.pad_exclude(exclude, self.device), k)
-            idx, vals = i.cpu().numpy(), v.cpu().numpy()
-            short = np.flatnonzero((idx < 0).any(axis=1))
-            if short.size:
-                sc = self.scores(h[torch.from_numpy(short).to(self.device)])
-                idx[short], vals[short] = self.topk(sc, [exclude[r] for r in short], k)
-            return u.cpu().numpy(), idx, vals
-
     def outputs(self, users: Sequence[tuple[str, UserState]], *, k: int,
                 source_event_ts: Sequence[float | None] | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """Profile and recommendation records (the output contracts) for each (user_id, state)."""
@@ -469,8 +441,6 @@ class ProfileModel:
             uvec_n, idx, vals = self._ann_topk(Hn, exclude, k)
         elif self._use_fused(len(users)):
             uvec_n, idx, vals = self.scores_topk_fused(Hn, exclude, k)
-        elif self._gk is not None:
-            uvec_n, idx, vals = self._scores_topk_gpu(Hn, exclude, k)
         else:
             with torch.inference_mode():
                 uvec = self.user_vectors(torch.from_numpy(Hn).to(self.device))  # (B, D)

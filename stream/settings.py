@@ -65,9 +65,6 @@ class Settings:
     cpu_kernel: Literal["fused", "torch"] = _env(
         "PROFILESTREAM_CPU_KERNEL", "CPU model step: fused = compiled numba loops (model/fused.py), torch = torch ops",
         default="fused")
-    gpu_kernel: Literal["triton", "torch"] = _env(
-        "PROFILESTREAM_GPU_KERNEL", "CUDA model step: triton = two fused kernels (model/gpu_kernels.py), torch = torch "
-                                    "ops", default="triton")
     torch_threads: int = _env("PROFILESTREAM_TORCH_THREADS", "torch intra-op threads (and numpy BLAS threads) in a worker",
                               default=1)
     max_event_bytes: int = _env("PROFILESTREAM_MAX_EVENT_BYTES", "larger raw events go to the DLQ",
@@ -121,8 +118,6 @@ class Settings:
             raise ConfigError(f"PROFILESTREAM_DEVICE must be cpu or cuda, got {self.device!r}")
         if self.cpu_kernel not in ("fused", "torch"):
             raise ConfigError(f"PROFILESTREAM_CPU_KERNEL must be fused or torch, got {self.cpu_kernel!r}")
-        if self.gpu_kernel not in ("triton", "torch"):
-            raise ConfigError(f"PROFILESTREAM_GPU_KERNEL must be triton or torch, got {self.gpu_kernel!r}")
         if self.output_client not in ("librdkafka", "faust"):
             raise ConfigError(f"PROFILESTREAM_OUTPUT_CLIENT must be librdkafka or faust, got {self.output_client!r}")
         if self.output_stuck_s < 0:

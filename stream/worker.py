@@ -58,8 +58,7 @@ def run_worker(settings: Settings) -> None:
     if settings.single_hop:
         check_single_hop_partitions(settings)
     model = ProfileModel.load(settings.artifact_path, device=settings.device,
-                              fused_kernels=settings.cpu_kernel == "fused",
-                              gpu_kernels=settings.gpu_kernel == "triton")
+                              fused_kernels=settings.cpu_kernel == "fused")
     notes = []
     if settings.ann_min_items and model.n_items >= settings.ann_min_items:
         # built with every core (or loaded from the cache), then searched with the step's thread budget
