@@ -40,7 +40,8 @@ from model import ProfileModel, pack_state, unpack_state
 from model.lstm import gap_feature, value_feature
 
 from .machine import machine_facts
-from .micro import CORE_STEP_HISTORY, _core_state, _pcts, _time_per_item, bench_core_step, bench_step, bench_topk
+from .micro import (CORE_STEP_HISTORY, _capture, _core_state, _pcts, _time_per_item, bench_core_step, bench_step,
+                    bench_topk)
 
 __all__ = ["main", "run_gpu_bench", "graph_core_step", "tensor_step", "parity"]
 
@@ -54,38 +55,6 @@ CHUNKS = (13, 29, 58)
 def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize()
-
-
-class _Eager:
-    """What `_capture` gives off CUDA: `replay()` runs `fn` again and copies its outputs into the
-    first call's, as a graph replay overwrites them; so the graph code path runs (and is tested)
-    on a CPU too."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
-        self.out = fn()
-
-    def replay(self) -> None:
-        for dst, src in zip(self.out, self.fn()):
-            dst.copy_(src)
-
-
-def _capture(fn: Callable[[], Any], dev: torch.device | None = None) -> tuple[Any, Any]:
-    """A CUDA graph of `fn` (warmed up on a side stream first, as torch asks) and its outputs,
-    which each replay overwrites in place; off CUDA, `_Eager(fn)`."""
-    if dev is not None and dev.type != "cuda":
-        e = _Eager(fn)
-        return e, e.out
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        out = fn()
-    return g, out
 
 
 def _row(what: str, batch: int, device: str, times: list[float], **extra: Any) -> dict[str, Any]:

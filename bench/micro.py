@@ -120,6 +120,38 @@ def bench_step_phases(model: ProfileModel, batches: list[int], *, k: int = 10,
     return rows
 
 
+class _Eager:
+    """What `_capture` gives off CUDA: `replay()` runs `fn` again and copies its outputs into the
+    first call's, as a graph replay overwrites them; so the graph code path runs (and is tested)
+    on a CPU too."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.out = fn()
+
+    def replay(self) -> None:
+        for dst, src in zip(self.out, self.fn()):
+            dst.copy_(src)
+
+
+def _capture(fn: Callable[[], Any], dev: torch.device | None = None) -> tuple[Any, Any]:
+    """A CUDA graph of `fn` (warmed up on a side stream first, as torch asks) and its outputs,
+    which each replay overwrites in place; off CUDA, `_Eager(fn)`."""
+    if dev is not None and dev.type != "cuda":
+        e = _Eager(fn)
+        return e, e.out
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fn()
+    return g, out
+
+
 def bench_raw_step(model: ProfileModel, batches: list[int], *, seconds: float = 1.0,
                    cuda_graphs: bool = False) -> list[dict[str, Any]]:
     """Only the tensor math of one LSTM step + scores + top-K on resident tensors (the floor of the step)."""
@@ -140,16 +172,7 @@ def bench_raw_step(model: ProfileModel, batches: list[int], *, seconds: float = 
         run = fn
         if cuda_graphs:
             with torch.inference_mode():
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    for _ in range(3):
-                        fn()
-                torch.cuda.current_stream().wait_stream(s)
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g):
-                    fn()
-            run = g.replay
+                run = _capture(fn, dev)[0].replay
         with torch.inference_mode():
             times = _time_per_item(run, per=batch, seconds=seconds, warmup=10, cuda=dev.type == "cuda")
         label = f"{dev.type}{' + CUDA graph' if cuda_graphs else ''}"
