@@ -43,18 +43,13 @@ from .machine import machine_facts
 from .micro import (CORE_STEP_HISTORY, _capture, _core_state, _pcts, _time_per_item, bench_core_step, bench_step,
                     bench_topk)
 
-__all__ = ["main", "run_gpu_bench", "graph_core_step", "tensor_step", "parity"]
+__all__ = ["main", "run_gpu_bench", "graph_core_step", "tensor_step", "parity", "breakdown", "topk_chunked"]
 
 #: Issue #4's GPU targets: batched events/s and the single-event step with CUDA graphs.
 TARGET_BATCHED_EVENTS_PER_S = 50e6
 TARGET_SINGLE_STEP_US = 50.0
-#: Chunk sizes of the two-stage top-K (model.runtime.topk_chunked) measured beside torch.topk.
+#: Chunk sizes of the two-stage top-K (`topk_chunked`) measured beside torch.topk.
 CHUNKS = (13, 29, 58)
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _row(what: str, batch: int, device: str, times: list[float], **extra: Any) -> dict[str, Any]:
@@ -86,8 +81,7 @@ def topk_chunked(scores: torch.Tensor, k: int, chunk: int) -> tuple[torch.Tensor
     lies in a chunk whose maximum is at least that item, and fewer than k other chunks can hold
     a larger one (equal scores may come in another order than torch.topk's). Measured beside
     torch.topk: on the H200 it is 10–15 % faster at batches ≥ 65,536, about equal at 4,096 and
-    slower below (docs/bench/gpu-2026-12-04-h200-c), so
-    the model's own top-K stays torch.topk."""
+    slower below (docs/bench/gpu-2026-12-04-h200-c), so the model's own top-K stays torch.topk."""
     B, N = scores.shape
     k = min(k, N)
     n_chunks = -(-N // chunk)
@@ -105,7 +99,7 @@ def topk_chunked(scores: torch.Tensor, k: int, chunk: int) -> tuple[torch.Tensor
 def tensor_step(model: ProfileModel, batches: list[int], *, k: int = 10, seconds: float = 0.5,
                 graphs: bool = False, tf32: bool = False, chunk: int = 0) -> list[dict[str, Any]]:
     """LSTM step + scores + top-K on resident tensors, µs per event by batch; the top-K by
-    torch.topk or (`chunk` > 0) by `model.runtime.topk_chunked` with chunks of that many items.
+    torch.topk or (`chunk` > 0) by `topk_chunked` with chunks of that many items.
     With `tf32`, the matrix products use TF32 and each row says which share of its top-K lists
     equal float32's."""
     rows = []
