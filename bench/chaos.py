@@ -102,10 +102,26 @@ class _Workers:
             self.stop(w, signal.SIGTERM)
 
 
+#: Seconds without a new output after which `_settle` stops waiting, when the stall watchdog is off.
+SETTLE_IDLE_S = 30.0
+#: With the watchdog on, `_settle` waits its PROFILESTREAM_STALL_EXIT_S plus this long: its 5 s timer,
+#: an end-offsets query that fails once right after a broker outage and builds a fresh client, and
+#: slack. A worker that stalls for good after a broker restart (stream/stall.py) is silent from the
+#: outage on; the harness must outwait the watchdog so that the restart it asks for can happen, as
+#: under a real supervisor. Until 2026-12-04 it waited 30 s, which a watchdog of 20 s that fires on
+#: its fourth check after the broker's return (≈ 20 s + 5 s + a failed query) can miss.
+SETTLE_IDLE_AFTER_WATCHDOG_S = 25.0
+
+
+def settle_idle_s(stall_exit_s: float) -> float:
+    """How long `_settle` waits for a new output before it gives up (see SETTLE_IDLE_AFTER_WATCHDOG_S)."""
+    return max(SETTLE_IDLE_S, stall_exit_s + SETTLE_IDLE_AFTER_WATCHDOG_S) if stall_exit_s > 0 else SETTLE_IDLE_S
+
+
 def _settle(follower: OutputFollower, workers: _Workers, expected: dict[str, int], *, timeout: float,
-            also: Callable[[], bool] = lambda: True, idle: float = 30.0) -> None:
+            also: Callable[[], bool] = lambda: True, idle: float = SETTLE_IDLE_S) -> None:
     """Poll the outputs until every user shows its expected event count (and `also()` holds),
-    nothing new arrived for `idle` seconds, or `timeout` passed."""
+    nothing new arrived and no worker was restarted for `idle` seconds, or `timeout` passed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         follower.poll(0.2)
@@ -204,7 +220,8 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
                         workers.stop(w, signal.SIGTERM)
                 print(f"  rebalance at ~{at} events: {len(workers.live())} worker(s)", file=sys.stderr)
         producer.join()
-        _settle(follower, workers, {u: len(h) for u, h in histories.items()}, timeout=settle_timeout)
+        _settle(follower, workers, {u: len(h) for u, h in histories.items()}, timeout=settle_timeout,
+                idle=settle_idle_s(s.stall_exit_s))
         elapsed = time.monotonic() - t_start
         lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
         workers.check_crashes()
@@ -270,7 +287,7 @@ def run_fuzz(settings: Settings, *, dataset: str = "ml-100k", events: int = 10_0
         t_start = time.monotonic()
         produce_events(s, [(m.key, m.value) for m in msgs], rate=rate, progress=True)
         _settle(follower, workers, {u: len(h) for u, h in histories.items()}, timeout=settle_timeout,
-                also=lambda: len(follower.dlq) >= len(invalid))
+                also=lambda: len(follower.dlq) >= len(invalid), idle=settle_idle_s(s.stall_exit_s))
         elapsed = time.monotonic() - t_start
         # Every invalid message must be in the DLQ, recognised by its exact bytes (a multiset match).
         sent = Counter(m.value for m in invalid)

@@ -62,3 +62,13 @@ def test_end_offsets_starts_a_fresh_client_after_a_failed_query() -> None:
     assert ends([("t", 0)]) is None  # nothing listens there
     assert ends._consumer is None
     assert ends([("t", 0)]) is None and ends._consumer is None
+
+
+def test_chaos_harness_outwaits_the_watchdog() -> None:
+    """The chaos harness stops waiting for outputs only after the watchdog could have fired: its
+    stall time, one 5 s timer period, and one failed end-offsets query (2 s) after an outage."""
+    from bench.chaos import SETTLE_IDLE_S, settle_idle_s
+
+    for stall_s in (3.0, 20.0, 60.0):
+        assert settle_idle_s(stall_s) > stall_s + 5.0 + 5.0 + 2.0
+    assert settle_idle_s(0.0) == SETTLE_IDLE_S  # watchdog off: the plain idle window
