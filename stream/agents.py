@@ -400,6 +400,13 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
         behind = None if per is None else sum(per.values())
         app.metrics.stall_checks.inc()
         app.metrics.records_waiting.set(-1 if behind is None else behind)
+        if tps and watch.held(behind=behind, busy=busy):  # a worker without partitions is idle, not held
+            why = [w for w, on in (("a rebalance is running", bool(app.rebalancing)),
+                                   ("flow control is suspended", not app.flow_control.is_active()),
+                                   ("the end offsets could not be read", not busy and behind is None))
+                   if on]
+            log.warning("stall watchdog held: the agents saw no event for over %.0f s, but %s, so it does not "
+                        "count (docs/operations.md 'Stall watchdog')", watch.stall_s, " and ".join(why) or "?")
         if watch.check(behind=behind, busy=busy or not tps):
             waiting = [f"{t}[{p}]" for (t, p), n in sorted((per or {}).items()) if n]
             log.error("stalled: the agents saw no event for over %.0f s while %d records wait in %s and the broker "

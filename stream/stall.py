@@ -45,12 +45,31 @@ class StallWatch:
     offsets could not be read, e.g. while the broker is down): after an outage the worker gets
     the full `stall_s` to resume before it counts as stalled."""
 
+    #: Seconds between two "held" log lines (`held`).
+    HELD_LOG_EVERY_S = 30.0
+
     def __init__(self, stall_s: float, now: float | None = None) -> None:
         self.stall_s = stall_s
         self.last_progress = time.monotonic() if now is None else now
+        self.last_event = self.last_progress
+        self._held_logged_at: float | None = None
 
     def saw_event(self, now: float | None = None) -> None:
-        self.last_progress = time.monotonic() if now is None else now
+        self.last_progress = self.last_event = time.monotonic() if now is None else now
+
+    def held(self, *, behind: int | None, busy: bool, now: float | None = None) -> bool:
+        """True, at most once per HELD_LOG_EVERY_S, when no event has reached an agent for over
+        `stall_s` seconds and only an exemption keeps `check` from firing: a rebalance or
+        suspended flow (`busy`) or an unknown backlog (`behind` None). The worker logs it, so a
+        stall that sits in one of those states shows in the log (docs/operations.md "Stall
+        watchdog"). Nothing waiting (`behind` 0) is plain idleness and never counts."""
+        now = time.monotonic() if now is None else now
+        if behind == 0 or not (busy or behind is None) or now - self.last_event <= self.stall_s:
+            return False
+        if self._held_logged_at is not None and now - self._held_logged_at < self.HELD_LOG_EVERY_S:
+            return False
+        self._held_logged_at = now
+        return True
 
     def check(self, *, behind: int | None, busy: bool, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now

@@ -72,3 +72,19 @@ def test_chaos_harness_outwaits_the_watchdog() -> None:
     for stall_s in (3.0, 20.0, 60.0):
         assert settle_idle_s(stall_s) > stall_s + 5.0 + 5.0 + 2.0
     assert settle_idle_s(0.0) == SETTLE_IDLE_S  # watchdog off: the plain idle window
+
+
+def test_held_reports_a_silence_the_exemptions_hide_once_per_period() -> None:
+    """`held` (logged by the worker) says when only an exemption keeps the watchdog from firing:
+    no event for over stall_s while rebalancing / flow suspended (busy) or the backlog unknown."""
+    w = StallWatch(20.0, now=0.0)
+    assert not w.held(behind=None, busy=False, now=15.0)  # not silent long enough
+    assert not w.check(behind=None, busy=False, now=25.0)  # the exemption at work: no exit...
+    assert w.held(behind=None, busy=False, now=25.0)  # ...but it is said
+    assert not w.held(behind=None, busy=False, now=40.0)  # at most once per HELD_LOG_EVERY_S
+    assert w.held(behind=3, busy=True, now=25.0 + StallWatch.HELD_LOG_EVERY_S)
+    assert not w.held(behind=3, busy=False, now=200.0)  # not exempt: `check` decides, nothing to report
+    assert not w.held(behind=0, busy=True, now=300.0)  # nothing waits: idle, not held
+    w.saw_event(now=301.0)
+    assert not w.held(behind=None, busy=True, now=310.0)  # an event restarts the silence
+    assert w.held(behind=None, busy=True, now=322.0)
