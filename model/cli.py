@@ -34,7 +34,8 @@ def _train_config(args: argparse.Namespace) -> Any:
     cfg = TrainConfig()
     over = {k: getattr(args, k) for k in ("epochs", "max_minutes", "seed", "max_users", "reducer", "hidden",
                                           "item_dim", "text_dim", "lr", "lr_schedule", "patience", "dropout", "refit_epochs",
-                                          "future_window", "future_decay", "negatives", "neg_sampler") if getattr(args, k, None) is not None}
+                                          "future_window", "future_decay", "negatives", "neg_sampler",
+                                          "label_smoothing") if getattr(args, k, None) is not None}
     if getattr(args, "no_text", False):
         over["use_text"] = False
     if getattr(args, "no_id", False):
@@ -185,6 +186,9 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     p.add_argument("--future-window", type=int,
                    help="each position also learns the next N items, not only the next one (default 1 = next item only)")
     p.add_argument("--future-decay", type=float, help="weight of the j-th future item: decay^(j-1) (default 0.5)")
+    p.add_argument("--label-smoothing", type=float,
+                   help="full-softmax label smoothing: the target keeps 1 - EPS, the items not masked share EPS "
+                        "(default 0 = plain cross-entropy)")
     p.add_argument("--negatives", type=int,
                    help="sampled softmax with this many negatives per batch, logQ-corrected, for catalogues too big "
                         "to score in full at every step (default 0 = full softmax over the catalogue)")

@@ -23,7 +23,7 @@ from .features import encode_texts, reduce_features
 from .init_random import catalogue_of
 from .lstm import ModelConfig, ProfileLSTM, gap_feature, value_feature
 
-__all__ = ["TrainConfig", "TrainResult", "train", "seed_study", "parse_seeds", "sampled_softmax_loss"]
+__all__ = ["TrainConfig", "TrainResult", "train", "seed_study", "parse_seeds", "sampled_softmax_loss", "smoothed_loss"]
 
 SPLIT_RULE = ("per user: stable sort by timestamp (file order breaks ties); last event = test, second last = "
               "validation, rest = training; users with < 5 events: training only")
@@ -77,6 +77,9 @@ class TrainConfig:
     # `neg_sampler`, with the logQ correction; for catalogues too big to score in full per step.
     negatives: int = 0
     neg_sampler: Literal["uniform", "popularity"] = "popularity"  # popularity: (training count + 1)^0.75
+    # full-softmax label smoothing: the target keeps 1 - eps of the label, the items the position
+    # may rank (not masked) share eps; 0 = plain cross-entropy (docs/model.md, candidate I)
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_users < 1 or self.epochs < 1:
@@ -85,6 +88,11 @@ class TrainConfig:
             raise TrainConfigError("--future-window must be >= 1 and --future-decay in (0, 1]")
         if self.negatives < 0:
             raise TrainConfigError("--negatives must be >= 0 (0 = full softmax)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise TrainConfigError("--label-smoothing must be in [0, 1)")
+        if self.label_smoothing and (self.negatives or self.future_window > 1):
+            raise TrainConfigError("--label-smoothing works with the plain full-softmax loss only: drop --negatives "
+                                   "and --future-window")
         if self.negatives and self.future_window > 1:
             raise TrainConfigError("--future-window > 1 (the next-N-items loss) needs the full softmax: drop --negatives or set it to 0")
 
@@ -160,6 +168,20 @@ def sampled_softmax_loss(user: torch.Tensor, item_vecs: torch.Tensor, bias: torc
         drop = drop | masked
     logits = torch.cat([pos[:, None], neg.masked_fill(drop, -1e9)], dim=1)
     return nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.int64))
+
+
+def smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """Mean label-smoothed cross-entropy: (1 - eps) of each row's label on its target, eps spread
+    evenly over the items the row may rank (`allowed` (P, N); None = all). Masked items get no
+    share: their logits are -1e9, and torch's `label_smoothing` would put mass on them. With
+    eps = 0 this is the plain cross-entropy."""
+    logp = torch.log_softmax(logits, dim=1)
+    nll = -logp.gather(1, targets[:, None])[:, 0]
+    if allowed is None:
+        uniform = -logp.mean(dim=1)
+    else:
+        uniform = -(logp * allowed).sum(dim=1) / allowed.sum(dim=1)
+    return ((1.0 - eps) * nll + eps * uniform).mean()
 
 
 def future_loss(logits: torch.Tensor, items: torch.Tensor, lengths: torch.Tensor, valid_pos: torch.Tensor,
@@ -302,9 +324,12 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
                 loss = sampled_softmax_loss(user, ivec, net.bias, targets, neg, log_q, seen)
             else:
                 logits = net.score(user, ivec)  # (P, N)
-                if cfg.mask_seen:
-                    logits = logits.masked_fill(_seen_mask(items, lengths, valid_pos, targets, mcfg.n_items), -1e9)
-                if cfg.future_window > 1:
+                seen = _seen_mask(items, lengths, valid_pos, targets, mcfg.n_items) if cfg.mask_seen else None
+                if seen is not None:
+                    logits = logits.masked_fill(seen, -1e9)
+                if cfg.label_smoothing:
+                    loss = smoothed_loss(logits, targets, None if seen is None else ~seen, cfg.label_smoothing)
+                elif cfg.future_window > 1:
                     loss = future_loss(logits, items, lengths, valid_pos, cfg.future_window, cfg.future_decay)
                 else:
                     loss = loss_fn(logits, targets)

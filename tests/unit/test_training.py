@@ -147,3 +147,44 @@ def test_train_cli_rejects_an_impossible_configuration_with_a_message(capsys) ->
     err = capsys.readouterr().err
     assert "error:" in err and "--negatives" in err and "Traceback" not in err
     assert main(["train", "--negatives", "-1", "--out", "unused"]) == 2
+
+
+def test_smoothed_loss_spreads_eps_over_unmasked_items_only() -> None:
+    """eps = 0 is the plain cross-entropy; without a mask it is torch's label smoothing; with one,
+    masked items (logit -1e9) get no share, where torch's would make the loss astronomical."""
+    import torch
+
+    from model.train import smoothed_loss
+
+    gen = torch.Generator().manual_seed(7)
+    P, N = 6, 12
+    logits = torch.randn(P, N, generator=gen)
+    targets = torch.randint(0, N, (P,), generator=gen)
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(smoothed_loss(logits, targets, None, 0.0), ce(logits, targets), atol=1e-6)
+    assert torch.allclose(smoothed_loss(logits, targets, None, 0.1), ce(logits, targets, label_smoothing=0.1), atol=1e-6)
+    allowed = torch.ones(P, N, dtype=torch.bool)
+    allowed[:, :4] = False
+    allowed[torch.arange(P), targets] = True
+    masked = logits.masked_fill(~allowed, -1e9)
+    got = smoothed_loss(masked, targets, allowed, 0.2)
+    # by hand: row by row over the allowed items only
+    want = []
+    for r in range(P):
+        ok = allowed[r].nonzero()[:, 0]
+        lp = torch.log_softmax(logits[r, ok], dim=0)
+        t = int((ok == targets[r]).nonzero()[0, 0])
+        want.append(-(0.8 * lp[t] + 0.2 * lp.mean()))
+    assert torch.allclose(got, torch.stack(want).mean(), atol=1e-5), (float(got), float(torch.stack(want).mean()))
+    assert float(ce(masked, targets, label_smoothing=0.2)) > 1e6  # why torch's own cannot be used
+
+
+def test_label_smoothing_rejects_the_losses_it_does_not_cover() -> None:
+    import pytest
+
+    from model.train import TrainConfigError
+
+    with pytest.raises(TrainConfigError, match="label-smoothing"):
+        TrainConfig(label_smoothing=0.1, negatives=64)
+    with pytest.raises(TrainConfigError, match="label-smoothing"):
+        TrainConfig(label_smoothing=1.0)
