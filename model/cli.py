@@ -187,8 +187,9 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
                    help="each position also learns the next N items, not only the next one (default 1 = next item only)")
     p.add_argument("--future-decay", type=float, help="weight of the j-th future item: decay^(j-1) (default 0.5)")
     p.add_argument("--label-smoothing", type=float,
-                   help="full-softmax label smoothing: the target keeps 1 - EPS, the items not masked share EPS "
-                        "(default 0 = plain cross-entropy)")
+                   help="label smoothing of the full-softmax loss: the target keeps 1 - EPS, the items not masked "
+                        "share EPS (default 0.1; 0 = plain cross-entropy; not with --negatives or --future-window, "
+                        "where the default is 0)")
     p.add_argument("--negatives", type=int,
                    help="sampled softmax with this many negatives per batch, logQ-corrected, for catalogues too big "
                         "to score in full at every step (default 0 = full softmax over the catalogue)")

@@ -24,6 +24,8 @@ def test_tiny_training_beats_pop_and_round_trips(tmp_path: Path) -> None:
     m = ProfileModel.load(tmp_path / "model")
     assert m.model_version == res.artifact.model_version  # type: ignore[union-attr]
     assert res.artifact.manifest["metrics"]["best_epoch"] >= 1  # type: ignore[union-attr]
+    # the manifest names the smoothing applied, not the unset default
+    assert res.artifact.manifest["train_config"]["label_smoothing"] == cfg.smoothing > 0  # type: ignore[union-attr]
     hist = [e for e in ds.event_dicts(ds.time_order()) if e["user_id"] == "1"][:30]
     recs = m.recommend(hist, k=10)
     assert len(recs) == 10 and not {e["item_id"] for e in hist} & set(recs)
@@ -182,8 +184,13 @@ def test_smoothed_loss_spreads_eps_over_unmasked_items_only() -> None:
 def test_label_smoothing_rejects_the_losses_it_does_not_cover() -> None:
     import pytest
 
-    from model.train import TrainConfigError
+    from model.train import DEFAULT_LABEL_SMOOTHING, TrainConfigError
 
+    # unset, it is the default for the plain full softmax and off for the losses it does not cover
+    assert TrainConfig().smoothing == DEFAULT_LABEL_SMOOTHING > 0
+    assert TrainConfig(negatives=64).smoothing == 0.0
+    assert TrainConfig(future_window=3).smoothing == 0.0
+    assert TrainConfig(label_smoothing=0.0).smoothing == 0.0
     with pytest.raises(TrainConfigError, match="label-smoothing"):
         TrainConfig(label_smoothing=0.1, negatives=64)
     with pytest.raises(TrainConfigError, match="label-smoothing"):
