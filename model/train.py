@@ -103,7 +103,6 @@ class TrainConfig:
         if self.negatives and self.future_window > 1:
             raise TrainConfigError("--future-window > 1 (the next-N-items loss) needs the full softmax: drop --negatives or set it to 0")
 
-
     @property
     def smoothing(self) -> float:
         """The label smoothing training applies (`label_smoothing`, its None resolved)."""
