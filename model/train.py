@@ -110,6 +110,10 @@ class TrainConfig:
             return self.label_smoothing
         return 0.0 if self.negatives or self.future_window > 1 else DEFAULT_LABEL_SMOOTHING
 
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as recorded (manifest, seed study): the label smoothing as applied."""
+        return {**asdict(self), "label_smoothing": self.smoothing}
+
 
 @dataclass
 class TrainResult:
@@ -401,7 +405,7 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
         artifact = save_artifact(out, config=mcfg, weights=weights, catalogue=catalogue_of(ds), extra={
             "kind": "trained",
             "data": {"name": ds.name, "hash": ds.source_hash, "events": len(ds), "split_rule": SPLIT_RULE},
-            "train_config": {**asdict(cfg), "label_smoothing": cfg.smoothing}, "metrics": metrics, "code_version": _code_version(),
+            "train_config": cfg.to_dict(), "metrics": metrics, "code_version": _code_version(),
         })
     return TrainResult(artifact, metrics, train_seconds, history)
 
@@ -443,4 +447,4 @@ def seed_study(ds: Dataset, cfg: TrainConfig, seeds: Iterable[int], *, cache: Pa
     cols = {m: np.array([r[m] for r in rows], np.float64) for m in SEED_METRICS}
     return {"rows": rows, "mean": {m: float(v.mean()) for m, v in cols.items()},
             "sd": {m: float(v.std(ddof=1)) if len(v) > 1 else float("nan") for m, v in cols.items()},
-            "config": {**{k: v for k, v in asdict(cfg).items() if k != "seed"}, "label_smoothing": cfg.smoothing}}
+            "config": {k: v for k, v in cfg.to_dict().items() if k != "seed"}}
