@@ -163,7 +163,7 @@ def cmd_seeds(args: argparse.Namespace) -> int:
 
 def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     p.add_argument("--dataset", default="ml-100k", help="ml-100k or a CSV/JSONL file in the event contract")
-    p.add_argument("--epochs", type=int, help="max epochs (default 40; early stopping on valid NDCG@10)")
+    p.add_argument("--epochs", type=int, help="max epochs (default 50; early stopping on valid NDCG@10)")
     p.add_argument("--max-minutes", type=float, help="wall-clock budget (default 5)")
     p.add_argument("--max-users", type=int, help="train on the first N users only")
     if seed:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from model import ProfileModel, load_ml100k
-from model.train import TrainConfig, train
+from model.train import TrainConfig, out_of_time, train
 from stream.settings import Settings
 
 
@@ -195,3 +195,13 @@ def test_label_smoothing_rejects_the_losses_it_does_not_cover() -> None:
         TrainConfig(label_smoothing=0.1, negatives=64)
     with pytest.raises(TrainConfigError, match="label-smoothing"):
         TrainConfig(label_smoothing=1.0)
+
+
+def test_the_budget_stops_training_early_enough_for_the_refit_and_the_evaluation() -> None:
+    # 10 s epochs, a 2-epoch refit, and the evaluation counted as one more: 40 s must be left
+    assert not out_of_time(elapsed_s=250.0, epochs_done=25, budget_s=300.0, refit_epochs=2)  # 290 s
+    assert out_of_time(elapsed_s=270.0, epochs_done=27, budget_s=300.0, refit_epochs=2)  # 310 s
+    # without the refit two epochs' time is enough
+    assert not out_of_time(elapsed_s=270.0, epochs_done=27, budget_s=300.0, refit_epochs=0)
+    # an epoch that took the whole budget: nothing more fits
+    assert out_of_time(elapsed_s=299.0, epochs_done=1, budget_s=300.0, refit_epochs=0)
