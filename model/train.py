@@ -262,8 +262,9 @@ def out_of_time(elapsed_s: float, epochs_done: int, budget_s: float, refit_epoch
     """True when another epoch, then the refit and the final evaluation, would end past the budget.
 
     The time an epoch takes is the mean so far (validation pass included); the refit costs one per
-    refit epoch and the final evaluation is counted as one more, so a run that stops here still
-    ends within `budget_s` of its start: the budget bounds the whole run, not only the epochs."""
+    refit epoch and the final evaluation is counted as one more, so a run that stops here is
+    expected (not guaranteed: epochs vary) to end within `budget_s`: the budget bounds the whole run,
+    not only the epochs."""
     epoch_s = elapsed_s / max(1, epochs_done)
     return elapsed_s + epoch_s * (2 + refit_epochs) > budget_s
 
