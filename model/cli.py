@@ -35,7 +35,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     over = {k: getattr(args, k) for k in ("epochs", "max_minutes", "seed", "max_users", "reducer", "hidden",
                                           "item_dim", "text_dim", "lr", "lr_schedule", "patience", "dropout", "refit_epochs",
                                           "future_window", "future_decay", "negatives", "neg_sampler",
-                                          "label_smoothing") if getattr(args, k, None) is not None}
+                                          "label_smoothing", "ema") if getattr(args, k, None) is not None}
     if getattr(args, "no_text", False):
         over["use_text"] = False
     if getattr(args, "no_id", False):
@@ -190,6 +190,9 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
                    help="label smoothing of the full-softmax loss: the target keeps 1 - EPS, the items not masked "
                         "share EPS (default 0.1; 0 = plain cross-entropy; not with --negatives or --future-window, "
                         "where the default is 0)")
+    p.add_argument("--ema", type=float,
+                   help="average the weights over optimiser steps (decay D, e.g. 0.99); validation, early stopping "
+                        "and the kept weights use the average (default 0 = off)")
     p.add_argument("--negatives", type=int,
                    help="sampled softmax with this many negatives per batch, logQ-corrected, for catalogues too big "
                         "to score in full at every step (default 0 = full softmax over the catalogue)")

@@ -3,6 +3,7 @@ on validation NDCG@10, then evaluated on test beside the baselines and saved as 
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from .init_random import catalogue_of
 from .lstm import ModelConfig, ProfileLSTM, gap_feature, value_feature
 
 __all__ = ["TrainConfig", "TrainResult", "train", "seed_study", "parse_seeds", "sampled_softmax_loss", "smoothed_loss",
-           "out_of_time"]
+           "out_of_time", "ema_update"]
 
 SPLIT_RULE = ("per user: stable sort by timestamp (file order breaks ties); last event = test, second last = "
               "validation, rest = training; users with < 5 events: training only")
@@ -88,6 +89,10 @@ class TrainConfig:
     # default: DEFAULT_LABEL_SMOOTHING with that loss, 0 with --negatives or --future-window, which
     # it does not cover. Adopted on validation (docs/model.md, candidate I).
     label_smoothing: float | None = None
+    # Polyak averaging: 0 = off. D in (0, 1): after every optimiser step the averaged copy moves
+    # to D * average + (1 - D) * weights; validation, early stopping and the kept weights use the
+    # average, and the refit starts from it (docs/model.md, candidates L and M).
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_users < 1 or self.epochs < 1:
@@ -101,6 +106,8 @@ class TrainConfig:
         if self.label_smoothing and (self.negatives or self.future_window > 1):
             raise TrainConfigError("--label-smoothing works with the plain full-softmax loss only: drop --negatives "
                                    "and --future-window")
+        if not 0.0 <= self.ema < 1.0:
+            raise TrainConfigError("--ema must be in [0, 1) (0 = off; e.g. 0.99)")
         if self.negatives and self.future_window > 1:
             raise TrainConfigError("--future-window > 1 (the next-N-items loss) needs the full softmax: drop --negatives or set it to 0")
 
@@ -258,6 +265,13 @@ def evaluate_model(net: ProfileLSTM, ds: Dataset, split: Split, eval_sets: dict[
             for which, es in eval_sets.items()}
 
 
+@torch.no_grad()
+def ema_update(pairs: list[tuple[torch.Tensor, torch.Tensor]], decay: float) -> None:
+    """One step of the exponential moving average: average <- decay * average + (1 - decay) * weights."""
+    for avg, w in pairs:
+        avg.mul_(decay).add_(w.detach(), alpha=1.0 - decay)
+
+
 def out_of_time(elapsed_s: float, epochs_done: int, budget_s: float, refit_epochs: int) -> bool:
     """True when another epoch, then the refit and the final evaluation, would end past the budget.
 
@@ -334,11 +348,14 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
         q_t = torch.as_tensor(q / q.sum(), dtype=torch.float32)
         log_q = torch.log(q_t * cfg.negatives)
         neg_gen = torch.Generator().manual_seed(cfg.seed)
+    # the averaged copy validation judges (cfg.ema > 0); without it, the trained net itself
+    judged = copy.deepcopy(net) if cfg.ema else net
+    avg_pairs = [(a, p) for a, p in zip(judged.parameters(), net.parameters()) if p.requires_grad] if cfg.ema else []
     t_loop = time.perf_counter()
     bar = tqdm(total=cfg.epochs, desc="training", unit="epoch", file=sys.stderr, disable=not progress)
 
     def run_epoch(seqs: dict[str, tuple[np.ndarray, ...]], batches: list[list[str]], opt: Any,
-                  sched: Any = None) -> tuple[float, int]:
+                  sched: Any = None, averaging: bool = False) -> tuple[float, int]:
         net.train()
         total, count = 0.0, 0
         for bi in rng.permutation(len(batches)):
@@ -369,18 +386,20 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
             opt.step()
             if sched is not None:
                 sched.step()
+            if averaging:
+                ema_update(avg_pairs, cfg.ema)
             total += loss.item() * len(targets)
             count += len(targets)
         return total, count
 
     for epoch in range(1, cfg.epochs + 1):
-        total, count = run_epoch(seqs, batches, opt, sched)
-        ranks = rank_of_targets(lstm_scores(net, ds, valid_es), valid_es.targets, valid_es.masks)
+        total, count = run_epoch(seqs, batches, opt, sched, averaging=bool(cfg.ema))
+        ranks = rank_of_targets(lstm_scores(judged, ds, valid_es), valid_es.targets, valid_es.masks)
         vm = metrics_from_ranks(ranks)
         history.append({"epoch": epoch, "loss": total / max(1, count), "valid_NDCG@10": vm["NDCG@10"],
                         "valid_HR@10": vm["HR@10"]})
         if vm["NDCG@10"] > best[0]:
-            best = (vm["NDCG@10"], epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
+            best = (vm["NDCG@10"], epoch, {k: v.detach().clone() for k, v in judged.state_dict().items()})
         bar.set_postfix(loss=f"{total / max(1, count):.3f}", vNDCG=f"{vm['NDCG@10']:.4f}", best_ep=best[1])
         bar.update(1)
         if epoch - best[1] >= cfg.patience:

@@ -3,6 +3,7 @@ popularity on that subset, and its artifact must load into the streaming runtime
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,7 @@ def test_train_cli_rejects_an_impossible_configuration_with_a_message(capsys) ->
     err = capsys.readouterr().err
     assert "error:" in err and "--negatives" in err and "Traceback" not in err
     assert main(["train", "--negatives", "-1", "--out", "unused"]) == 2
+    assert main(["train", "--ema", "1", "--out", "unused"]) == 2
 
 
 def test_smoothed_loss_spreads_eps_over_unmasked_items_only() -> None:
@@ -205,3 +207,31 @@ def test_the_budget_stops_training_early_enough_for_the_refit_and_the_evaluation
     assert not out_of_time(elapsed_s=270.0, epochs_done=27, budget_s=300.0, refit_epochs=0)
     # an epoch that took the whole budget: nothing more fits
     assert out_of_time(elapsed_s=299.0, epochs_done=1, budget_s=300.0, refit_epochs=0)
+
+
+def test_ema_update_is_the_moving_average_by_hand() -> None:
+    import torch
+
+    from model.train import ema_update
+
+    avg, w = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 2.0])
+    ema_update([(avg, w)], 0.75)
+    assert torch.allclose(avg, torch.tensor([0.75 * 1 + 0.25 * 3, 0.75 * -2 + 0.25 * 2]))
+    assert torch.equal(w, torch.tensor([3.0, 2.0]))  # the weights themselves are left alone
+
+
+def test_training_with_averaged_weights_keeps_the_average_it_judged(tmp_path: Path) -> None:
+    cache = Settings.from_env().cache_dir
+    ds = load_ml100k(cache)
+    cfg = TrainConfig(epochs=8, max_users=300, hidden=64, item_dim=32, text_dim=32, max_minutes=1.0, patience=8,
+                      ema=0.9, refit_epochs=0)
+    res = train(ds, cfg, cache=cache, out=tmp_path / "model", progress=False)
+    valid, test = res.metrics["results"]["valid"], res.metrics["results"]["test"]
+    assert test["LSTM"]["NDCG@10"] > test["Pop"]["NDCG@10"], test
+    # with no refit the saved weights are the averaged copy of the best epoch: evaluated again they
+    # give exactly the validation NDCG@10 early stopping saw for that epoch (the raw weights would not)
+    best = res.history[res.metrics["best_epoch"] - 1]
+    assert abs(valid["LSTM"]["NDCG@10"] - best["valid_NDCG@10"]) < 1e-9, (valid["LSTM"], best)
+    assert res.artifact.manifest["train_config"]["ema"] == 0.9  # type: ignore[union-attr]
+    raw = train(ds, replace(cfg, ema=0.0), cache=cache, out=None, progress=False)
+    assert raw.history[0]["valid_NDCG@10"] != res.history[0]["valid_NDCG@10"]  # the option changes what is judged
