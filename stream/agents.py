@@ -23,7 +23,7 @@ from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pac
 
 from .output import OutputError, exit_output_failed
 from .records import dlq_record, encode, pseudonymise
-from .stall import EXIT_STALLED, EndOffsets, StallWatch, assigned_source_partitions, backlog
+from .stall import EXIT_STALLED, EndOffsets, GroupView, StallWatch, assigned_source_partitions, backlog
 from .take import take_available
 from .topics import topic_names
 
@@ -388,6 +388,7 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
                     gap_watches: list[GapWatch]) -> None:
     """Every 5 s: exit with EXIT_STALLED once `watch` says the agents stalled (stream/stall.py)."""
     end_offsets = EndOffsets(app.ps_settings.confluent_config())
+    group_view = GroupView(app.ps_settings.confluent_config(), app.conf.id)
 
     @app.timer(interval=5.0)
     async def stall_watchdog() -> None:
@@ -407,6 +408,17 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
                    if on]
             log.warning("stall watchdog held: the agents saw no event for over %.0f s, but %s, so it does not "
                         "count (docs/operations.md 'Stall watchdog')", watch.stall_s, " and ".join(why) or "?")
+        # Partitions the stable group gave to nobody: a worker holding none of them would call itself idle.
+        orphans = None if busy else await asyncio.get_running_loop().run_in_executor(None, group_view, sources)
+        app.metrics.orphaned_partitions.set(-1 if orphans is None else len(orphans))
+        if watch.orphans_stuck(orphans):
+            log.error("stalled: source partitions %s have been assigned to no member of consumer group %r for over "
+                      "%.0f s while the group is stable, so nobody reads what is written there (docs/operations.md "
+                      "'Stall watchdog'). Exiting with status %d so the supervisor starts a fresh worker, whose "
+                      "joining makes the group assign them again (PROFILESTREAM_STALL_EXIT_S=0 turns this off)",
+                      ", ".join(f"{t}[{p}]" for t, p in orphans or []), app.conf.id, watch.stall_s, EXIT_STALLED)
+            logging.shutdown()
+            os._exit(EXIT_STALLED)
         if watch.check(behind=behind, busy=busy or not tps):
             waiting = [f"{t}[{p}]" for (t, p), n in sorted((per or {}).items()) if n]
             log.error("stalled: the agents saw no event for over %.0f s while %d records wait in %s and the broker "

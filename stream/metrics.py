@@ -38,6 +38,9 @@ class WorkerMetrics:
         self.records_waiting = Gauge(
             "profilestream_records_waiting", "records of the worker's source partitions its agents have not seen, "
             "at the stall watchdog's last check (-1: unknown, e.g. broker down or rebalancing)", registry=r)
+        self.orphaned_partitions = Gauge(
+            "profilestream_orphaned_partitions", "source partitions the consumer group, while stable, gave to no "
+            "member, at the stall watchdog's last check (-1: unknown, e.g. broker down or rebalancing)", registry=r)
         self.forgets = Counter("profilestream_forgets", "users erased by forget events", registry=r)
         self.batch_size = Histogram("profilestream_batch_events", "events per profile micro-batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)

@@ -75,8 +75,9 @@ class Settings:
                                     "consumer-group session timeout (dead-worker detection)", default=10.0)
     stall_exit_s: float = _env("PROFILESTREAM_STALL_EXIT_S",
                                "exit with status 75 when the agents saw no event for this long while their partitions "
-                               "hold unread records and the broker answers (a stuck consumer; a supervisor restarts "
-                               "the worker); 0 = off", default=20.0)
+                               "hold unread records and the broker answers (a stuck consumer), or when the stable "
+                               "consumer group has left source partitions to no member this long; a supervisor "
+                               "restarts the worker; 0 = off", default=20.0)
     producer_linger_ms: float = _env("PROFILESTREAM_PRODUCER_LINGER_MS",
                                      "producer batching delay: 0 = lowest latency, a few ms = fewer, larger requests",
                                      default=0.0)

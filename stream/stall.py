@@ -16,9 +16,10 @@ view may be the stuck part), and with the last offset its agents saw per partiti
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["StallWatch", "EXIT_STALLED", "backlog", "assigned_source_partitions", "EndOffsets"]
+__all__ = ["StallWatch", "EXIT_STALLED", "backlog", "assigned_source_partitions", "EndOffsets", "orphaned",
+           "GroupView"]
 
 #: Exit status of a worker the watchdog stopped (EX_TEMPFAIL: try again).
 EXIT_STALLED = 75
@@ -53,6 +54,7 @@ class StallWatch:
         self.last_progress = time.monotonic() if now is None else now
         self.last_event = self.last_progress
         self._held_logged_at: float | None = None
+        self._orphans_since: float | None = None
 
     def saw_event(self, now: float | None = None) -> None:
         self.last_progress = self.last_event = time.monotonic() if now is None else now
@@ -71,12 +73,72 @@ class StallWatch:
         self._held_logged_at = now
         return True
 
+    def orphans_stuck(self, orphans: list[tuple[str, int]] | None, now: float | None = None) -> bool:
+        """True once the same stable group has left source partitions to no member (`GroupView`)
+        for over `stall_s` seconds without a break. A clock of its own: the worker's own events do
+        not restart it, since they say nothing about the partitions nobody fetches. Unknown (None:
+        rebalancing, broker not answering) or none orphaned restart it."""
+        now = time.monotonic() if now is None else now
+        if not orphans:
+            self._orphans_since = None
+            return False
+        if self._orphans_since is None:
+            self._orphans_since = now
+        return now - self._orphans_since > self.stall_s
+
     def check(self, *, behind: int | None, busy: bool, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         if busy or not behind:  # 0 or None
             self.last_progress = now
             return False
         return now - self.last_progress > self.stall_s
+
+
+def orphaned(partitions: Iterable[tuple[str, int]], assigned: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The source partitions of a stable consumer group that no member was given: nobody fetches
+    them, so every record written there waits until the group rebalances. A worker holding none
+    of them sees only that it has nothing to do (idle, not stalled); this names them."""
+    return sorted(set(partitions) - set(assigned))
+
+
+class GroupView:
+    """The consumer group as the broker's coordinator sees it, through a librdkafka admin client
+    of its own: which source partitions its members hold. `__call__` returns the orphaned ones
+    (`orphaned`) when the group is stable, or None when that cannot be known: the broker does not
+    answer in time, or the group is rebalancing, empty or unknown. Like `EndOffsets`, a failed
+    query drops the client and the next one builds a fresh one (confluentinc/librdkafka#5430)."""
+
+    def __init__(self, conf: dict[str, object], group: str, timeout: float = 2.0) -> None:
+        self.conf = conf
+        self.group = group
+        self.timeout = timeout
+        self._admin: object | None = None
+
+    def __call__(self, topics: Iterable[str]) -> list[tuple[str, int]] | None:
+        from confluent_kafka import ConsumerGroupState
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            if self._admin is None:
+                self._admin = AdminClient(dict(self.conf))
+            admin: Any = self._admin
+            desc = admin.describe_consumer_groups([self.group], request_timeout=self.timeout)[self.group].result(
+                timeout=self.timeout + 1)
+            if desc.state != ConsumerGroupState.STABLE:
+                return None
+            meta = admin.list_topics(timeout=self.timeout)
+            partitions = []
+            for t in topics:
+                tm = meta.topics.get(t)
+                if tm is None or tm.error is not None or not tm.partitions:
+                    return None  # a source topic the broker cannot describe now: nothing to judge by
+                partitions += [(t, p) for p in tm.partitions]
+            assigned = [(tp.topic, tp.partition) for m in desc.members
+                        for tp in (m.assignment.topic_partitions if m.assignment else [])]
+            return orphaned(partitions, assigned)
+        except Exception:  # noqa: BLE001 - KafkaException, a timeout, or anything else: a watchdog never ends a worker by raising
+            self._admin = None
+            return None
 
 
 def assigned_source_partitions(assignment: Iterable[object], topics: set[str]) -> list[tuple[str, int]]:

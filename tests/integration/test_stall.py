@@ -34,3 +34,63 @@ def test_a_stalled_worker_exits_with_75_and_names_the_cause(stream_settings: Set
     assert f"records wait in {s.topic('events')}[" in text  # the profile agent's partition, not events.raw
     assert took >= 3.0  # not before the configured time
     print(f"\n[stall watchdog] exited {EXIT_STALLED} {took:.1f} s after the events were sent")
+
+
+def test_a_worker_exits_when_the_stable_group_leaves_source_partitions_to_nobody(stream_settings: Settings) -> None:
+    """The gap the per-partition check leaves: a worker with no source partitions sees nothing to
+    do. The group check names the partitions no member holds and ends the worker like a stall."""
+    s = stream_settings.with_(stall_exit_s=3.0, standby_replicas=0)
+    log = stream_settings.state_dir.parent / "orphaning.log"
+    w = Worker(s, log, module="tests.integration.orphaning_worker", args=(), cwd=REPO).start()
+    t0 = time.monotonic()
+    wait_for(lambda: not w.alive(), timeout=120, what="the worker of an orphaning group to exit")
+    took = time.monotonic() - t0
+    assert w.proc is not None and w.proc.returncode == EXIT_STALLED, w.tail()
+    text = log.read_text(errors="replace")
+    assert "have been assigned to no member of consumer group" in text, w.tail()
+    for topic in (s.topic("events.raw"), s.topic("events")):
+        for p in range(s.partitions):
+            assert f"{topic}[{p}]" in text, (topic, p, w.tail())
+    print(f"\n[stall watchdog] orphaned source partitions: exited {EXIT_STALLED} {took:.1f} s after start")
+
+
+def test_group_view_names_the_partitions_no_member_holds(broker: Settings) -> None:
+    """GroupView against the real broker: a stable group whose only member subscribes to one topic
+    leaves another topic's partitions to nobody; a member that subscribes to it takes them."""
+    import uuid
+
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from stream.stall import GroupView
+
+    conf = broker.confluent_config()
+    tag = uuid.uuid4().hex[:8]
+    held, left, group = f"gv{tag}.held", f"gv{tag}.left", f"gv{tag}.group"
+    admin = AdminClient(conf)
+    for f in admin.create_topics([NewTopic(held, 1, 1), NewTopic(left, 2, 1)]).values():
+        f.result(timeout=30)
+    view = GroupView(conf, group)
+    assert view([held, left]) is None  # no such group yet: nothing to judge by
+    consumers = []
+    try:
+        def member(topics: list[str]) -> Consumer:
+            c = Consumer({**conf, "group.id": group, "session.timeout.ms": 6000})
+            c.subscribe(topics)
+            consumers.append(c)
+            return c
+
+        member([held])
+
+        def orphans_are(expected: list[tuple[str, int]]) -> bool:
+            for c in consumers:
+                c.poll(0.1)
+            return view([held, left]) == expected
+
+        wait_for(lambda: orphans_are([(left, 0), (left, 1)]), timeout=60, what="the left topic's partitions orphaned")
+        member([left])
+        wait_for(lambda: orphans_are([]), timeout=60, what="the second member to take the left topic")
+    finally:
+        for c in consumers:
+            c.close()
+        admin.delete_topics([held, left])

@@ -88,3 +88,25 @@ def test_held_reports_a_silence_the_exemptions_hide_once_per_period() -> None:
     w.saw_event(now=301.0)
     assert not w.held(behind=None, busy=True, now=310.0)  # an event restarts the silence
     assert w.held(behind=None, busy=True, now=322.0)
+
+
+def test_orphaned_lists_partitions_no_member_holds() -> None:
+    from stream.stall import orphaned
+
+    parts = [("a", 0), ("a", 1), ("b", 0)]
+    assert orphaned(parts, [("a", 1), ("b", 0), ("c", 5)]) == [("a", 0)]
+    assert orphaned(parts, parts) == []
+
+
+def test_orphans_stuck_needs_stall_s_of_orphans_without_a_break() -> None:
+    w = StallWatch(10.0, now=0.0)
+    orphans = [("t", 0)]
+    assert not w.orphans_stuck(orphans, now=1.0)  # the clock starts here
+    w.saw_event(now=5.0)  # the worker's own events say nothing about partitions nobody reads
+    assert not w.orphans_stuck(orphans, now=11.0)
+    assert w.orphans_stuck(orphans, now=11.5)
+    assert not w.orphans_stuck(None, now=12.0)  # unknown (rebalancing, broker away) restarts the clock
+    assert not w.orphans_stuck(orphans, now=13.0)
+    assert not w.orphans_stuck([], now=14.0)  # none orphaned: the same
+    assert not w.orphans_stuck(orphans, now=20.0)
+    assert w.orphans_stuck(orphans, now=30.5)
