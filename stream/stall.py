@@ -10,7 +10,9 @@ positions skip whatever is delivered twice, so exiting is safe (the kill -9 test
 
 The decision is `StallWatch.check`; the worker's timer feeds it with the end offsets of its
 assigned source partitions, read through a separate librdkafka client (the Faust consumer's own
-view may be the stuck part), and with the last offset its agents saw per partition.
+view may be the stuck part), and with the last offset its agents saw per partition. A second
+check, `GroupView` with `StallWatch.orphans_stuck`, catches what that one cannot see: source
+partitions the stable group gave to no member, so that no worker holds them to judge.
 """
 
 from __future__ import annotations
