@@ -35,7 +35,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     over = {k: getattr(args, k) for k in ("epochs", "max_minutes", "seed", "max_users", "reducer", "hidden",
                                           "item_dim", "text_dim", "lr", "lr_schedule", "patience", "dropout", "refit_epochs",
                                           "future_window", "future_decay", "negatives", "neg_sampler",
-                                          "label_smoothing", "ema") if getattr(args, k, None) is not None}
+                                          "label_smoothing", "ema", "weight_decay") if getattr(args, k, None) is not None}
     if getattr(args, "no_text", False):
         over["use_text"] = False
     if getattr(args, "no_id", False):
@@ -193,6 +193,9 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     p.add_argument("--ema", type=float,
                    help="average the weights over optimiser steps (decay D, e.g. 0.99); validation, early stopping "
                         "and the kept weights use the average (default 0 = off)")
+    p.add_argument("--weight-decay", type=float,
+                   help="decoupled weight decay (AdamW) on weight matrices and embeddings, none on biases "
+                        "(default 0 = off, plain Adam)")
     p.add_argument("--negatives", type=int,
                    help="sampled softmax with this many negatives per batch, logQ-corrected, for catalogues too big "
                         "to score in full at every step (default 0 = full softmax over the catalogue)")

@@ -151,6 +151,7 @@ def test_train_cli_rejects_an_impossible_configuration_with_a_message(capsys) ->
     assert "error:" in err and "--negatives" in err and "Traceback" not in err
     assert main(["train", "--negatives", "-1", "--out", "unused"]) == 2
     assert main(["train", "--ema", "1", "--out", "unused"]) == 2
+    assert main(["train", "--weight-decay", "-0.1", "--out", "unused"]) == 2
 
 
 def test_smoothed_loss_spreads_eps_over_unmasked_items_only() -> None:
@@ -235,3 +236,32 @@ def test_training_with_averaged_weights_keeps_the_average_it_judged(tmp_path: Pa
     assert res.artifact.manifest["train_config"]["ema"] == 0.9  # type: ignore[union-attr]
     raw = train(ds, replace(cfg, ema=0.0), cache=cache, out=None, progress=False)
     assert raw.history[0]["valid_NDCG@10"] != res.history[0]["valid_NDCG@10"]  # the option changes what is judged
+
+
+def test_weight_decay_shrinks_matrices_and_embeddings_not_biases() -> None:
+    """With zero gradients Adam's update is zero, so one AdamW step is the decay alone: every
+    parameter of two or more dimensions is multiplied by 1 - lr * wd, the biases stay; with
+    wd = 0 the optimiser is the plain Adam of before."""
+    import torch
+
+    from model.lstm import ModelConfig, ProfileLSTM
+    from model.train import make_optimizer
+
+    torch.manual_seed(0)
+    net = ProfileLSTM(ModelConfig(n_items=7, n_cats=3, text_dim=0, item_dim=4, hidden=6, use_text=False), None)
+    with torch.no_grad():
+        net.bias.normal_()
+        net.out.bias.normal_()
+    before = {k: v.detach().clone() for k, v in net.named_parameters()}
+    assert type(make_optimizer(net, 1e-2, 0.0)) is torch.optim.Adam
+    opt = make_optimizer(net, 0.5, 0.2)
+    assert isinstance(opt, torch.optim.AdamW)
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in net.named_parameters():
+        want = before[name] * (1 - 0.5 * 0.2) if p.dim() >= 2 else before[name]
+        assert torch.allclose(p.detach(), want, atol=1e-7), name
+    decayed = {n for n, p in net.named_parameters() if p.dim() >= 2}
+    assert {"id_emb.weight", "type_emb.weight", "out.weight", "lstm.weight_hh_l0"} <= decayed
+    assert "bias" not in decayed and "out.bias" not in decayed
