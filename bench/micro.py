@@ -290,8 +290,8 @@ def bench_core_step(model: ProfileModel, batches: list[int], *, k: int = 10,
 
         def run() -> None:
             st = [unpack_state(b) for b in states]
-            H = np.stack([s.h for s in st])
-            C = np.stack([s.c for s in st])
+            H = np.array([s.h for s in st], np.float32)  # as ProfileModel._lstm_rounds stacks them
+            C = np.array([s.c for s in st], np.float32)
             mask = [s.recent["item"] for s in st]
             if fused:
                 h2, c2 = model.step_fused(H, C, items, types, vals, gaps)

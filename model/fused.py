@@ -26,15 +26,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["fast_tanh", "lstm_rows", "scores_topk_rows", "warm_up"]
+__all__ = ["fast_tanh", "lstm_rows", "scores_topk_rows", "lstm_finish_rows", "topk_rows", "warm_up"]
 
 # 'contract' lets LLVM fuse a*b+c into one FMA and 'reassoc' lets it split a dot product over
 # SIMD lanes; no flag that changes results for finite inputs (nnan/ninf) is used.
+# error_model="numpy": a float division by zero gives inf/nan as in numpy instead of raising
+# ZeroDivisionError. The only division is tanh's p / q, and q ≥ 0.0049, so nothing changes but
+# the code: without it numba guards every division with a branch, and the branch keeps LLVM from
+# vectorising the activation loops (tanh of 640 values: 3.4 → 0.4 ns each; bench/README.md).
 _FM = {"contract", "reassoc"}
 _CLAMP = np.float32(7.99881172180175781)  # tanh rounds to ±1 in float32 beyond this
+_BLOCK = 32  # scores the top-K tests against its k-th best at once
 
 
-@njit(fastmath=_FM, inline="always", cache=True)
+@njit(fastmath=_FM, error_model="numpy", inline="always", cache=True)
 def fast_tanh(x: np.float32) -> np.float32:
     """float32 tanh: Eigen's rational approximation (odd degree-13 / even degree-6), clamped."""
     x = min(max(x, -_CLAMP), _CLAMP)
@@ -51,13 +56,13 @@ def fast_tanh(x: np.float32) -> np.float32:
     return x * p / q
 
 
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def _tanh_array(x: np.ndarray, out: np.ndarray) -> None:
     for i in range(x.shape[0]):
         out[i] = fast_tanh(x[i])
 
 
-@njit(fastmath=_FM, inline="always", cache=True)
+@njit(fastmath=_FM, error_model="numpy", inline="always", cache=True)
 def _matvec(W: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     """out[j] += W[j] · x, eight rows at a time so each load of x feeds eight multiply-adds
     (a dot product per row would reload x per row, and four rows at a time is ≈ 15 % slower on
@@ -98,7 +103,7 @@ def _matvec(W: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
         out[j] += acc
 
 
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def lstm_rows(h: np.ndarray, c: np.ndarray, items: np.ndarray, types: np.ndarray, vals: np.ndarray,
               gaps: np.ndarray, p_item: np.ndarray, p_type: np.ndarray, w_val: np.ndarray, w_gap: np.ndarray,
               b: np.ndarray, W_hh: np.ndarray, act_mul: np.ndarray, act_add: np.ndarray,
@@ -124,7 +129,42 @@ def lstm_rows(h: np.ndarray, c: np.ndarray, items: np.ndarray, types: np.ndarray
             h_out[r, j] = g[3 * H + j] * fast_tanh(cj)
 
 
-@njit(fastmath=_FM, cache=True)
+@njit(fastmath=_FM, error_model="numpy", inline="always", cache=True)
+def _select_topk(sc: np.ndarray, k: int, ti: np.ndarray, ts: np.ndarray) -> None:
+    """The k best of sc into ti (indices) and ts (scores) in one pass, ranked by score, equal
+    scores by index (a later equal score never displaces an earlier one)."""
+    N = sc.shape[0]
+    cnt = 0
+    for b0 in range(0, N, _BLOCK):
+        b1 = min(b0 + _BLOCK, N)
+        if cnt == k:
+            # Once k are kept, most blocks hold nothing better than the k-th: count in one
+            # branch-free (vectorised) pass and skip the block without visiting its items.
+            thr = ts[k - 1]
+            better = 0
+            for n in range(b0, b1):
+                better += sc[n] > thr
+            if better == 0:
+                continue
+        for n in range(b0, b1):
+            s = sc[n]
+            if cnt == k:
+                if not s > ts[k - 1]:
+                    continue
+                pos = k - 1
+            else:
+                pos = cnt
+                cnt += 1
+            # Shift the worse entries down; an equal score stays behind (lower index first).
+            while pos > 0 and s > ts[pos - 1]:
+                ts[pos] = ts[pos - 1]
+                ti[pos] = ti[pos - 1]
+                pos -= 1
+            ts[pos] = s
+            ti[pos] = n
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
 def scores_topk_rows(h: np.ndarray, W_out: np.ndarray, b_out: np.ndarray, V: np.ndarray, bias: np.ndarray,
                      excl: np.ndarray, excl_start: np.ndarray, k: int,
                      uvec: np.ndarray, top_i: np.ndarray, top_s: np.ndarray) -> None:
@@ -145,25 +185,41 @@ def scores_topk_rows(h: np.ndarray, W_out: np.ndarray, b_out: np.ndarray, V: np.
         _matvec(V, u, sc)
         for e in range(excl_start[r], excl_start[r + 1]):
             sc[excl[e]] = -np.inf
-        ti = top_i[r]
-        ts = top_s[r]
-        cnt = 0
-        for n in range(N):
-            s = sc[n]
-            if cnt == k:
-                if not s > ts[k - 1]:
-                    continue
-                pos = k - 1
-            else:
-                pos = cnt
-                cnt += 1
-            # Shift the worse entries down; an equal score stays behind (lower index first).
-            while pos > 0 and s > ts[pos - 1]:
-                ts[pos] = ts[pos - 1]
-                ti[pos] = ti[pos - 1]
-                pos -= 1
-            ts[pos] = s
-            ti[pos] = n
+        _select_topk(sc, k, top_i[r], top_s[r])
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def lstm_finish_rows(g_hh: np.ndarray, c: np.ndarray, items: np.ndarray, types: np.ndarray, vals: np.ndarray,
+                     gaps: np.ndarray, p_item: np.ndarray, p_type: np.ndarray, w_val: np.ndarray, w_gap: np.ndarray,
+                     b: np.ndarray, act_mul: np.ndarray, act_add: np.ndarray,
+                     h_out: np.ndarray, c_out: np.ndarray) -> None:
+    """`lstm_rows` for bigger batches, given the recurrent product g_hh = h W_hhᵀ (B, 4H) from
+    one BLAS call (which reads W_hh once for the whole batch, where `lstm_rows` streams it once
+    per row): adds the input side, applies the activations and updates c and h."""
+    B, G = g_hh.shape
+    H = G // 4
+    g = np.empty(G, np.float32)
+    for r in range(B):
+        it, ty, v, gp = items[r], types[r], vals[r], gaps[r]
+        for j in range(G):
+            x = g_hh[r, j] + p_item[it, j] + p_type[ty, j] + v * w_val[j] + gp * w_gap[j] + b[j]
+            g[j] = fast_tanh(x) * act_mul[j] + act_add[j]
+        for j in range(H):
+            cj = g[H + j] * c[r, j] + g[j] * g[2 * H + j]
+            c_out[r, j] = cj
+            h_out[r, j] = g[3 * H + j] * fast_tanh(cj)
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def topk_rows(scores: np.ndarray, excl: np.ndarray, excl_start: np.ndarray, k: int,
+              top_i: np.ndarray, top_s: np.ndarray) -> None:
+    """`scores_topk_rows` for bigger batches, given the (B, N) scores from BLAS: per row r, the
+    items excl[excl_start[r]:excl_start[r+1]] are set to -inf (in place) and the k best kept."""
+    for r in range(scores.shape[0]):
+        sc = scores[r]
+        for e in range(excl_start[r], excl_start[r + 1]):
+            sc[excl[e]] = -np.inf
+        _select_topk(sc, k, top_i[r], top_s[r])
 
 
 def warm_up() -> None:
@@ -178,4 +234,9 @@ def warm_up() -> None:
     scores_topk_rows(h, np.zeros((3, 4), f32), np.zeros(3, f32), np.zeros((5, 3), f32), np.zeros(5, f32),
                      np.zeros(0, np.int32), np.zeros(2, i64), 2, np.empty((1, 3), f32), np.empty((1, 2), i64),
                      np.empty((1, 2), f32))
+    lstm_finish_rows(np.zeros((1, 16), f32), c, one_i, one_i, one_f, one_f, np.zeros((2, 16), f32),
+                     np.zeros((2, 16), f32), np.zeros(16, f32), np.zeros(16, f32), np.zeros(16, f32),
+                     np.ones(16, f32), np.zeros(16, f32), np.empty_like(h), np.empty_like(c))
+    topk_rows(np.zeros((1, 5), f32), np.zeros(0, np.int32), np.zeros(2, i64), 2, np.empty((1, 2), i64),
+              np.empty((1, 2), f32))
     _tanh_array(np.zeros(1, f32), np.zeros(1, f32))

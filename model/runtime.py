@@ -49,6 +49,11 @@ EVENT_ID_WINDOW = 256
 #: kernels of model/fused.py instead of torch: on one thread they are faster at every batch size
 #: up to 1,024 (bench/README.md, "The core step"); beyond it torch can use several threads.
 FUSED_MAX_BATCH = 1024
+#: From this many users on, the kernels take the step's two big products (recurrent gates,
+#: scores) from one BLAS call each (torch, on its threads), which reads each weight matrix once
+#: for the whole batch; below it the per-row loops, whose cost has no per-call overhead, are
+#: faster (bench/README.md, "Bigger batches: products through BLAS"). 0 = never.
+FUSED_BLAS_MIN_BATCH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,16 @@ class _FusedWeights:
     b_out: np.ndarray  # (D,)
     item_vecs: np.ndarray  # (N, D)
     item_bias: np.ndarray  # (N,)
+    W_hh_t: torch.Tensor = field(init=False, repr=False)
+    W_out_t: torch.Tensor = field(init=False, repr=False)
+    b_out_t: torch.Tensor = field(init=False, repr=False)
+    item_vecs_t: torch.Tensor = field(init=False, repr=False)
+    item_bias_t: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # torch views of the same memory, for the BLAS products of bigger batches
+        for name in ("W_hh", "W_out", "b_out", "item_vecs", "item_bias"):
+            object.__setattr__(self, f"{name}_t", torch.from_numpy(getattr(self, name)))
 
     @classmethod
     def of(cls, m: "ProfileModel") -> "_FusedWeights":
@@ -215,8 +230,13 @@ class ProfileModel:
         w = self._fw
         assert w is not None, "step_fused needs a CPU model"
         h2, c2 = np.empty(h.shape, np.float32), np.empty(c.shape, np.float32)
-        fused.lstm_rows(h, c, items, types, vals, gaps,
-                        w.p_item, w.p_type, w.w_val, w.w_gap, w.b, w.W_hh, w.act_mul, w.act_add, h2, c2)
+        if 0 < FUSED_BLAS_MIN_BATCH <= h.shape[0]:
+            g_hh = (torch.from_numpy(np.ascontiguousarray(h, np.float32)) @ w.W_hh_t.T).numpy()
+            fused.lstm_finish_rows(g_hh, c, items, types, vals, gaps, w.p_item, w.p_type, w.w_val, w.w_gap, w.b,
+                                   w.act_mul, w.act_add, h2, c2)
+        else:
+            fused.lstm_rows(h, c, items, types, vals, gaps,
+                            w.p_item, w.p_type, w.w_val, w.w_gap, w.b, w.W_hh, w.act_mul, w.act_add, h2, c2)
         return h2, c2
 
     def scores_topk_fused(self, h: np.ndarray, exclude: Sequence[np.ndarray],
@@ -237,9 +257,14 @@ class ProfileModel:
             start = np.zeros(B + 1, np.int64)
             np.cumsum([len(e) for e in exclude], out=start[1:])
             excl = np.concatenate(exclude).astype(np.int32, copy=False) if start[-1] else np.zeros(0, np.int32)
-        uvec = np.empty((B, w.W_out.shape[0]), np.float32)
         idx = np.empty((B, k), np.int64)
         vals = np.empty((B, k), np.float32)
+        if 0 < FUSED_BLAS_MIN_BATCH <= B:
+            u = torch.addmm(w.b_out_t, torch.from_numpy(np.ascontiguousarray(h, np.float32)), w.W_out_t.T)
+            scores = torch.addmm(w.item_bias_t, u, w.item_vecs_t.T).numpy()
+            fused.topk_rows(scores, excl, start, k, idx, vals)
+            return u.numpy(), idx, vals
+        uvec = np.empty((B, w.W_out.shape[0]), np.float32)
         fused.scores_topk_rows(h, w.W_out, w.b_out, w.item_vecs, w.item_bias, excl, start, k, uvec, idx, vals)
         return uvec, idx, vals
 
@@ -349,8 +374,9 @@ class ProfileModel:
         else:
             step = self.step
             arr = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
-        Hs = arr(np.stack([results[u].state.h for u in users]))  # (U, H)
-        Cs = arr(np.stack([results[u].state.c for u in users]))  # (U, H)
+        # np.array of a list of equal rows: a third of np.stack's cost (≈ 0.2 against 0.6 µs a row)
+        Hs = arr(np.array([results[u].state.h for u in users], np.float32))  # (U, H)
+        Cs = arr(np.array([results[u].state.c for u in users], np.float32))  # (U, H)
         last_ts = [results[u].state.last_ts if results[u].state.events_seen else None for u in users]
         with torch.inference_mode():
             for r in range(n_rounds):
@@ -435,7 +461,7 @@ class ProfileModel:
         if not users:
             return []
         now = time.time()
-        Hn = np.stack([s.h for _, s in users])
+        Hn = np.array([s.h for _, s in users], np.float32)
         exclude = [s.recent["item"] for _, s in users]
         if self.ann is not None:
             uvec_n, idx, vals = self._ann_topk(Hn, exclude, k)
@@ -448,7 +474,7 @@ class ProfileModel:
                 idx, vals = self.topk(sc, exclude, k)
             uvec_n = uvec.cpu().numpy()
         uvec_l = uvec_n.tolist()
-        tags_l = self._tags_batch(np.stack([s.tags for _, s in users]))
+        tags_l = self._tags_batch(np.array([s.tags for _, s in users], np.float32))
         reasons = self._reasons(idx, [s for _, s in users])
         out = []
         for b, (uid, s) in enumerate(users):

@@ -55,6 +55,55 @@ def test_lstm_rows_equals_torch_lstm_equations(B: int, H: int) -> None:
     np.testing.assert_allclose(c2, rc, atol=4e-6, rtol=0)
 
 
+@pytest.mark.parametrize("B,H", [(1, 8), (40, 128)])
+def test_lstm_finish_rows_equals_torch_lstm_equations(B: int, H: int) -> None:
+    """The bigger-batch kernel, given the recurrent product from BLAS, gives the same step."""
+    rng = np.random.default_rng(B * 7 + H)
+    f32 = np.float32
+    n_items, n_types = 9, 4
+    p_item = rng.normal(0, 1, (n_items, 4 * H)).astype(f32)
+    p_type = rng.normal(0, 1, (n_types, 4 * H)).astype(f32)
+    w_val, w_gap, b = (rng.normal(0, 1, 4 * H).astype(f32) for _ in range(3))
+    W_hh = rng.normal(0, 1 / np.sqrt(H), (4 * H, H)).astype(f32)
+    h = rng.normal(0, 1, (B, H)).astype(f32)
+    c = rng.normal(0, 2, (B, H)).astype(f32)
+    items = rng.integers(0, n_items, B)
+    types = rng.integers(0, n_types, B)
+    vals, gaps = rng.normal(0, 1, B).astype(f32), rng.uniform(0, 2, B).astype(f32)
+    half = np.full(4 * H, 0.5, f32)
+    half[2 * H:3 * H] = 1.0
+    add = np.where(half == 0.5, 0.5, 0.0).astype(f32)
+    g_hh = h @ (W_hh * half[:, None]).T
+    h2, c2 = np.empty_like(h), np.empty_like(c)
+    fused.lstm_finish_rows(g_hh, c, items, types, vals, gaps, p_item * half, p_type * half, w_val * half,
+                           w_gap * half, b * half, half, add, h2, c2)
+    rh, rc = _lstm_reference(h, c, items, types, vals, gaps, p_item, p_type, w_val, w_gap, b, W_hh)
+    np.testing.assert_allclose(h2, rh, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(c2, rc, atol=4e-6, rtol=0)
+
+
+def test_topk_rows_masks_in_place_and_breaks_ties_by_index() -> None:
+    rng = np.random.default_rng(3)
+    B, N, k = 3, 30, 6
+    sc = rng.normal(0, 1, (B, N)).astype(np.float32)
+    sc[:, [4, 11, 25]] = 9.0  # an exact three-way tie ahead of everything
+    excl_lists = [np.array([11], np.int32), np.zeros(0, np.int32), np.arange(N - 1, dtype=np.int32)]
+    start = np.zeros(B + 1, np.int64)
+    np.cumsum([len(e) for e in excl_lists], out=start[1:])
+    want = sc.copy()
+    for r, e in enumerate(excl_lists):
+        want[r, e] = -np.inf
+    ref_i, ref_v = _topk_reference(want, k)
+    idx = np.empty((B, k), np.int64)
+    vals = np.empty((B, k), np.float32)
+    fused.topk_rows(sc, np.concatenate(excl_lists), start, k, idx, vals)
+    np.testing.assert_array_equal(sc, want)  # masked in place
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_array_equal(vals, ref_v)
+    assert idx[0, :2].tolist() == [4, 25] and idx[1, :3].tolist() == [4, 11, 25]
+    assert idx[2, 0] == N - 1 and idx[2, 1:].tolist() == list(range(k - 1))  # then masked items by index
+
+
 def _topk_reference(sc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Rank by score, equal scores by lower item index: a stable sort of -score."""
     order = np.argsort(-sc, kind="stable", axis=1)[:, :k]

@@ -122,11 +122,17 @@ def test_state_from_another_model_version_is_rewarmed(tmp_path: Path, small_arti
     np.testing.assert_allclose(s.h, b.replay_history(evs)[1].h, atol=1e-6)
 
 
-def test_fused_small_batch_path_equals_torch_path(small_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("blas_min", [0, 1])
+def test_fused_small_batch_path_equals_torch_path(small_artifact: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  blas_min: int) -> None:
     """Small CPU batches run the step and scoring through the compiled kernels of model/fused.py
     (model.runtime.FUSED_MAX_BATCH); they must give what the torch path gives: same vectors and
-    tags, same recommendations up to float32 ties."""
+    tags, same recommendations up to float32 ties. Both ways the kernels run: per-row loops
+    (blas_min 0) and with the products from BLAS (blas_min 1: every batch, as from
+    FUSED_BLAS_MIN_BATCH users on)."""
     import model.runtime as runtime
+
+    monkeypatch.setattr(runtime, "FUSED_BLAS_MIN_BATCH", blas_min)
 
     def run(fused_max: int) -> tuple[list[dict], list[dict], int]:
         monkeypatch.setattr(runtime, "FUSED_MAX_BATCH", fused_max)
