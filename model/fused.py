@@ -6,7 +6,9 @@ or torch it costs 60–90 µs, because each of the ~20 operations pays 1–10 µ
 writes a temporary. Here each product is one loop over the weights, with the activations done
 in registers and the top-K as a single pass over the scores that keeps the K best, so the
 cost is close to what it takes to stream the weights through the cache (bench/README.md,
-"The core step").
+"The core step"). For bigger batches (model.runtime.FUSED_BLAS_MIN_BATCH users and more) the two
+products come from BLAS, which reads each weight matrix once per batch instead of once per row,
+and `lstm_finish_rows` / `topk_rows` do the rest (bench/README.md, "Vectorised activations …").
 
 Same equations and weights as `ProfileModel.step` / `scores` (model/runtime.py):
   - sigmoid via σ(x) = (tanh(x/2) + 1) / 2 on gate weights pre-scaled by ½ (exact), so one

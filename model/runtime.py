@@ -13,8 +13,9 @@ this is the same sum reordered; it saves a (B, In) x (In, 4H) matmul per step).
 
 On CPU, batches of up to FUSED_MAX_BATCH users run the same equations through compiled loops
 (model/fused.py, numba): at batch 1 torch's per-operation dispatch (several µs per op, ~15 ops
-per step) costs ten times the math. Both paths use the same float32 weights; they agree to
-float32 rounding (tests/unit/test_runtime.py).
+per step) costs ten times the math; from FUSED_BLAS_MIN_BATCH users the kernels take the two big
+products (recurrent gates, scores) from one BLAS call each. All paths use the same float32
+weights; they agree to float32 rounding (tests/unit/test_runtime.py).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ FUSED_MAX_BATCH = 1024
 #: From this many users on, the kernels take the step's two big products (recurrent gates,
 #: scores) from one BLAS call each (torch, on its threads), which reads each weight matrix once
 #: for the whole batch; below it the per-row loops, whose cost has no per-call overhead, are
-#: faster (bench/README.md, "Bigger batches: products through BLAS"). 0 = never.
+#: faster (bench/README.md, "Vectorised activations, a block-skipping top-K and BLAS products").
+#: 0 = never.
 FUSED_BLAS_MIN_BATCH = 32
 
 
