@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from stream.consume import TopicReader
+from stream.metrics import BATCH_PHASES
 from stream.process import WorkerProcess, free_port
 from stream.settings import Settings
 from stream.topics import ensure_topics, topic_names
@@ -171,6 +172,27 @@ def latency_split(samples: list[tuple[float, float, float]]) -> dict[str, float]
     return {f"{name}_p{q}_ms": float(np.percentile(v, q)) for name, v in parts.items() for q in (50, 90)}
 
 
+def worker_phases(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Where the worker's profile processor spent a run, from two scrapes of its /metrics: per
+    micro-batch, the mean ms of each phase of `profilestream_batch_phase_seconds` (stream/metrics.py)
+    and of the whole batch (`profilestream_step_seconds`), the batches and their mean size. A phase
+    no batch of the run went through (`wait` outside micro-batches of what has arrived) is left out."""
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    batches = delta("profilestream_step_seconds_count")
+    if batches <= 0:
+        return {}
+    out: dict[str, Any] = {"batches": int(batches),
+                           "events_per_batch": delta("profilestream_batch_events_sum") / batches,
+                           "total_ms": delta("profilestream_step_seconds_sum") / batches * 1e3, "phase_ms": {}}
+    for phase in BATCH_PHASES:
+        n = delta(f'profilestream_batch_phase_seconds_count{{phase="{phase}"}}')
+        if n > 0:
+            out["phase_ms"][phase] = delta(f'profilestream_batch_phase_seconds_sum{{phase="{phase}"}}') / n * 1e3
+    return out
+
+
 def _produce(p: Pipeline, *, rate: float | None, n: int, items: list[str], users: int = 943) -> float:
     from confluent_kafka import Producer
 
@@ -242,6 +264,7 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
     into the next run)."""
     col = _Collector(p)
     col.start()
+    before = p.worker.metrics() if p.coalesces and p.worker is not None else None
     n = int(rate * seconds)
     first = _produce(p, rate=rate, n=n, items=items)
     p.sent += n
@@ -252,6 +275,7 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
         drained = _drain(p, lambda: len(col.samples) >= n, drain_timeout)
     col.stop_flag.set()
     col.join(5)
+    phases = worker_phases(before, p.worker.metrics()) if before is not None and p.worker is not None else {}
     kept = [s for s in col.samples if s[0] >= first + warmup]
     lat = np.array([(rx - ts) * 1e3 for ts, _, rx in kept])
     row: dict[str, Any] = {"pipeline": p.name, "rate": rate, "sent": n, "outputs": len(col.samples),
@@ -264,6 +288,8 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
         row.update({"p99.9_ms": float(np.percentile(lat, 99.9)), "max_ms": float(lat.max()),
                     "cdf_ms": np.percentile(lat, np.linspace(0, 100, 101)).tolist()})
         row.update(latency_split(kept))
+    if phases:
+        row["worker_phases"] = phases
     print(f"  {p.name:<22} {rate:>7.0f} ev/s: p50 {row.get('p50_ms', float('nan')):8.2f} ms  "
           f"p99 {row.get('p99_ms', float('nan')):8.2f} ms  ({row['measured']} samples)", file=sys.stderr)
     return row

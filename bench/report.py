@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.metrics import BATCH_PHASES
+
 __all__ = ["write_report", "RESULTS_SCHEMA_KEYS"]
 
 RESULTS_SCHEMA_KEYS = ("schema_version", "command", "machine", "started_at", "seconds", "micro", "latency",
@@ -51,6 +53,20 @@ def write_markdown(res: dict[str, Any]) -> str:
                                           if st["p99_ms"] is not None else f"{st['rate']:.0f} → — ✗"
                                           for st in r["steps"])} for r in res["sustained"]]
     phases = [{**r, "pct": 100 * r["share"]} for r in res["micro"].get("step_phases", [])]
+    inside = [{"pipeline": r["pipeline"], "rate": r["rate"], **{k: v for k, v in r["worker_phases"].items() if k != "phase_ms"},
+               **{f"ph_{k}": v for k, v in r["worker_phases"]["phase_ms"].items()}}
+              for r in res["latency"] if r.get("worker_phases")]
+    inside_part = ["", "Inside the worker's profile processor during the same runs (mean ms per micro-batch, from its "
+                   "/metrics: `profilestream_batch_phase_seconds`, warm-up included):", "",
+                   _md_table(inside, [("pipeline", "pipeline", ""), ("rate ev/s", "rate", ".0f"),
+                                      ("batches", "batches", "d"), ("events/batch", "events_per_batch", ".1f"),
+                                      *[(ph, f"ph_{ph}", ".3f") for ph in BATCH_PHASES],
+                                      ("batch total", "total_ms", ".3f")]),
+                   "", "wait: the batch's first event in the buffer until the batch is taken; read: validation, state "
+                   "read and unpack; step: LSTM rounds and bookkeeping; write: pack and state write (with its "
+                   "changelog record); outputs: scores, top-K, tags, reasons and records; send: the outputs handed "
+                   "to the producer. 'batch total' = read to send (wait excluded). Queueing before the buffer, "
+                   "Kafka's trips and the consumer's fetch are outside these phases."] if inside else []
     floor = [{**r, "kflop": r["flops_per_event"] / 1e3} for r in res["micro"].get("arith_floor", [])]
     floor_part = ["", "The arithmetic floor of the step on this CPU (1 thread): the step's flops at the machine's "
                   "sgemm rate, and its three biggest pieces timed alone (µs per event):", "",
@@ -90,6 +106,7 @@ def write_markdown(res: dict[str, Any]) -> str:
               "", "Every row's latencies are also kept as an HDR-style histogram in results.json (`latency[].hdr`: "
               "log-linear buckets in µs, each at most 1/128 of its value wide); latency_percentiles.png plots "
               "the percentile distribution from it.",
+              *inside_part,
               "", "## Max burst throughput (as fast as the producer sends)", "",
               _md_table([_with_ceiling(r) for r in res["throughput"]], [("pipeline", "pipeline", ""), ("events", "events", "d"),
                                             ("events/s", "events_per_s", ".0f"), *CPU_COLS]),

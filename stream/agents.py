@@ -21,6 +21,7 @@ from faust.types import TP, EventT
 
 from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pack_state, parse_event, unpack_state
 
+from .metrics import BATCH_PHASES
 from .output import OutputError, exit_output_failed
 from .records import dlq_record, encode, pseudonymise
 from .stall import EXIT_STALLED, EndOffsets, GroupView, StallWatch, assigned_source_partitions, backlog
@@ -260,9 +261,15 @@ class ProfileProcessor:
         self.k = app.ps_settings.top_k
         self.m = app.metrics
         self.gaps = GapWatch(app.metrics, _holds_no_records(app))
+        #: observe() of each phase's histogram child, bound once (a labels() lookup per batch costs more)
+        self._observe = {p: app.metrics.phase_seconds.labels(p).observe for p in BATCH_PHASES}
 
     async def _dlq(self, fe: EventT, reason: str) -> None:
         await send_to_dlq(self.app, fe.message, reason, stage="profile", level=logging.WARNING)
+
+    def observe_wait(self, seconds: float) -> None:
+        """The `wait` phase of a micro-batch (stream/take.py: its first event buffered → taken)."""
+        self._observe["wait"](seconds)
 
     async def process(self, batch: Sequence[EventT]) -> None:
         with self.app.inflight:
@@ -275,6 +282,8 @@ class ProfileProcessor:
 
     async def _process(self, batch: Sequence[EventT]) -> None:
         t0 = time.perf_counter()
+        # seconds of this batch in each phase after `wait` (profilestream_batch_phase_seconds)
+        phases = dict.fromkeys(BATCH_PHASES[1:], 0.0)
         # (user key) → segments of events; a `forget` closes a segment.
         per_user: dict[bytes, list[list[tuple[EventT, Event]]]] = {}
         for fe in batch:
@@ -308,14 +317,19 @@ class ProfileProcessor:
                     for fe, _ in seg:
                         await self._dlq(fe, f"stored state of this user is unreadable ({exc})")
                 del per_user[key]
+        phases["read"] = time.perf_counter() - t0
         while per_user:
             work = [(key, segs.pop(0)) for key, segs in per_user.items()]
-            await self._apply_round(work, states)
+            await self._apply_round(work, states, phases)
             per_user = {k: s for k, s in per_user.items() if s}
         self.m.step_seconds.observe(time.perf_counter() - t0)
+        for phase, seconds in phases.items():
+            self._observe[phase](seconds)
 
     async def _apply_round(self, work: list[tuple[bytes, list[tuple[EventT, Event]]]],
-                           states: dict[bytes, UserState]) -> None:
+                           states: dict[bytes, UserState], phases: dict[str, float]) -> None:
+        """One round: each user's next segment. Adds the seconds of each phase to `phases`."""
+        t = time.perf_counter()
         batch_in = []
         two_hop = self.normalizer is None  # records of `events` carry their raw position
         for key, seg in work:
@@ -324,6 +338,8 @@ class ProfileProcessor:
                    for fe, ev in seg if ev.type != "forget"]
             batch_in.append((states[key], evs))
         results = self.model.apply(batch_in)
+        now = time.perf_counter()
+        phases["step"], t = phases["step"] + now - t, now
         emit: list[tuple[bytes, str, UserState, float | None]] = []
         for (key, seg), res in zip(work, results):
             by_offset = {fe.message.offset: fe for fe, _ in seg}
@@ -342,16 +358,23 @@ class ProfileProcessor:
                 # published them. Re-send the current outputs (same seq, same content): a
                 # repeat is harmless to consumers, a gap would stay until the user's next event.
                 emit.append((key, seg[-1][1].user_id, res.state, None))
+        now = time.perf_counter()
+        phases["write"], t = phases["write"] + now - t, now
         outs = self.model.outputs([(uid, st) for _, uid, st, _ in emit], k=self.k,
                                   source_event_ts=[ts for *_, ts in emit])
+        now = time.perf_counter()
+        phases["outputs"], t = phases["outputs"] + now - t, now
         for (key, *_), (profile, recs) in zip(emit, outs):
             await send_output(self.app, self.app.profiles_topic, key, encode(profile))  # type: ignore[attr-defined]
             await send_output(self.app, self.app.recs_topic, key, encode(recs))  # type: ignore[attr-defined]
         self.m.profiles_out.inc(len(outs))
         self.m.recs_out.inc(len(outs))
+        now = time.perf_counter()
+        phases["send"], t = phases["send"] + now - t, now
         for key, seg in work:
             if seg and seg[-1][1].type == "forget":
                 await self._forget(key, seg[-1][0], states)
+        phases["write"] += time.perf_counter() - t
 
     async def _forget(self, key: bytes, fe: EventT, states: dict[bytes, UserState]) -> None:
         """Erase a user: table delete (changelog tombstone) and tombstones on both output topics."""
@@ -378,7 +401,8 @@ def _profile_agent(app: "ProfilestreamApp", topic: Any, processor: ProfileProces
         else:
             # window 0: take what has arrived, without waiting (stream/take.py); else Faust's
             # take_events, which waits up to the window for a full batch.
-            batches = take_available(stream, batch_size) if window == 0 else stream.take_events(batch_size, within=window)
+            batches = take_available(stream, batch_size, on_wait=processor.observe_wait) if window == 0 \
+                else stream.take_events(batch_size, within=window)
             async for batch in batches:
                 watch.saw_event()
                 await _to_completion(processor.process(batch))

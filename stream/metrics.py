@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["WorkerMetrics"]
+__all__ = ["WorkerMetrics", "BATCH_PHASES"]
+
+#: The phases of `profilestream_batch_phase_seconds`, in the order a micro-batch goes through them.
+BATCH_PHASES = ("wait", "read", "step", "write", "outputs", "send")
+_SECONDS_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
 
 
 class WorkerMetrics:
@@ -45,7 +49,15 @@ class WorkerMetrics:
         self.batch_size = Histogram("profilestream_batch_events", "events per profile micro-batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)
         self.step_seconds = Histogram(
-            "profilestream_step_seconds", "model time per micro-batch (unpack, LSTM rounds, top-K, pack)",
-            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0), registry=r)
+            "profilestream_step_seconds", "time per profile micro-batch in the processor, from the first event's "
+            "validation to the last output handed to the producer (the read, step, write, outputs and send "
+            "phases of profilestream_batch_phase_seconds)",
+            buckets=_SECONDS_BUCKETS, registry=r)
+        self.phase_seconds = Histogram(
+            "profilestream_batch_phase_seconds", "time per profile micro-batch, by phase: wait (first event in "
+            "the batch buffer until the batch is taken; micro-batches of what has arrived only), read (validation, "
+            "state read and unpack), step (LSTM rounds and bookkeeping), write (pack, state write with its changelog "
+            "record, rejected events to the DLQ, forgets), outputs (scores, top-K, tags, reasons, records), send "
+            "(outputs handed to the producer)", ["phase"], buckets=_SECONDS_BUCKETS, registry=r)
         self.lag = Gauge("profilestream_consumer_lag", "end offset minus committed offset, summed over the "
                          "worker's assigned partitions", ["topic"], registry=r)

@@ -21,7 +21,8 @@ default since 2026-11-29 20:20).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncGenerator, Sequence
+import time
+from typing import Any, AsyncGenerator, Callable, Sequence
 
 from faust.types import EventT
 from mode.utils.aiter import aiter
@@ -38,16 +39,20 @@ QUIET_TURNS_BUSY = 16
 IDLE_WAKE_S = 1.0
 
 
-async def take_available(stream: Any, max_: int) -> AsyncGenerator[Sequence[EventT], None]:
+async def take_available(stream: Any, max_: int, *, on_wait: Callable[[float], Any] | None = None,
+                         ) -> AsyncGenerator[Sequence[EventT], None]:
     """Yield lists of at most `max_` events: each as soon as the events already delivered to
-    `stream` are in it (see the module docstring). Acks them after the consumer is done."""
+    `stream` are in it (see the module docstring). Acks them after the consumer is done.
+    `on_wait(seconds)`, if given, learns for each batch how long its first event waited in the
+    buffer before the batch was yielded."""
     events: list[EventT] = []
+    first_at = 0.0
     has_events = asyncio.Event()
     buffer_consumed = asyncio.Event()
     consuming: asyncio.Future[Any] | None = None
 
     async def add_to_buffer(value: Any) -> Any:
-        nonlocal consuming
+        nonlocal consuming, first_at
         try:
             if consuming is not None:  # a batch is being processed: wait until it is acked
                 try:
@@ -57,6 +62,8 @@ async def take_available(stream: Any, max_: int) -> AsyncGenerator[Sequence[Even
             event = stream.current_event
             if event is None:
                 raise RuntimeError("take buffer found current_event is None")
+            if not events:
+                first_at = time.perf_counter()
             events.append(event)
             has_events.set()
             if len(events) >= max_:
@@ -85,6 +92,8 @@ async def take_available(stream: Any, max_: int) -> AsyncGenerator[Sequence[Even
             await asyncio.sleep(0)
             quiet = quiet + 1 if len(events) == n else 0
         last_size = len(events)
+        if on_wait is not None:
+            on_wait(time.perf_counter() - first_at)
         consuming = asyncio.get_running_loop().create_future()
         try:
             yield list(events)

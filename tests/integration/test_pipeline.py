@@ -11,6 +11,7 @@ import pytest
 
 from model import ProfileModel
 from stream import Settings
+from stream.metrics import BATCH_PHASES
 from stream.replay import iter_dataset_events, produce_events
 
 from .conftest import Worker, wait_for
@@ -49,7 +50,25 @@ def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable
     assert m["profilestream_events_applied_total"] == N_EVENTS
     assert m["profilestream_events_duplicate_total"] == 0
     assert not outputs.dlq
+    assert_batch_phases(m, wait=batch_size > 1 and window_ms == 0)
     outputs.close()
+
+
+def assert_batch_phases(m: dict[str, float], *, wait: bool) -> None:
+    """`profilestream_batch_phase_seconds`: every processed micro-batch went through each phase once,
+    and the phases after `wait` add up to the batch's whole time in the processor."""
+    batches = m["profilestream_step_seconds_count"]
+    assert batches > 0 and batches == m["profilestream_batch_events_count"]
+    total = m["profilestream_step_seconds_sum"]
+    parts = 0.0
+    for phase in BATCH_PHASES[1:]:
+        assert m[f'profilestream_batch_phase_seconds_count{{phase="{phase}"}}'] == batches, phase
+        seconds = m[f'profilestream_batch_phase_seconds_sum{{phase="{phase}"}}']
+        assert seconds > 0, phase
+        parts += seconds
+    assert 0.9 * total <= parts <= total * (1 + 1e-9), (parts, total)
+    # only micro-batches of what has arrived (stream/take.py) wait in a buffer of their own
+    assert m.get('profilestream_batch_phase_seconds_count{phase="wait"}', 0.0) == (batches if wait else 0.0)
 
 
 @pytest.mark.parametrize("single_hop,output_client", [(False, "faust"), (True, "faust"), (False, "librdkafka"),
