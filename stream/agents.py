@@ -247,6 +247,20 @@ class Normalizer:
         return ev
 
 
+class _PhaseClock:
+    """Seconds of one micro-batch in each phase after `wait` (profilestream_batch_phase_seconds):
+    `lap(phase)` charges the time since the previous lap (or the start) to `phase`."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(BATCH_PHASES[1:], 0.0)
+        self._t = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] += now - self._t
+        self._t = now
+
+
 class ProfileProcessor:
     """Applies a micro-batch of normalised events to the state table and emits outputs. In
     single-hop mode (`normalizer` given) the batch holds raw events, validated here first."""
@@ -282,8 +296,7 @@ class ProfileProcessor:
 
     async def _process(self, batch: Sequence[EventT]) -> None:
         t0 = time.perf_counter()
-        # seconds of this batch in each phase after `wait` (profilestream_batch_phase_seconds)
-        phases = dict.fromkeys(BATCH_PHASES[1:], 0.0)
+        clock = _PhaseClock()
         # (user key) → segments of events; a `forget` closes a segment.
         per_user: dict[bytes, list[list[tuple[EventT, Event]]]] = {}
         for fe in batch:
@@ -317,19 +330,18 @@ class ProfileProcessor:
                     for fe, _ in seg:
                         await self._dlq(fe, f"stored state of this user is unreadable ({exc})")
                 del per_user[key]
-        phases["read"] = time.perf_counter() - t0
+        clock.lap("read")
         while per_user:
             work = [(key, segs.pop(0)) for key, segs in per_user.items()]
-            await self._apply_round(work, states, phases)
+            await self._apply_round(work, states, clock)
             per_user = {k: s for k, s in per_user.items() if s}
         self.m.step_seconds.observe(time.perf_counter() - t0)
-        for phase, seconds in phases.items():
+        for phase, seconds in clock.seconds.items():
             self._observe[phase](seconds)
 
     async def _apply_round(self, work: list[tuple[bytes, list[tuple[EventT, Event]]]],
-                           states: dict[bytes, UserState], phases: dict[str, float]) -> None:
-        """One round: each user's next segment. Adds the seconds of each phase to `phases`."""
-        t = time.perf_counter()
+                           states: dict[bytes, UserState], clock: _PhaseClock) -> None:
+        """One round: each user's next segment. Charges the time of each phase to `clock`."""
         batch_in = []
         two_hop = self.normalizer is None  # records of `events` carry their raw position
         for key, seg in work:
@@ -338,8 +350,7 @@ class ProfileProcessor:
                    for fe, ev in seg if ev.type != "forget"]
             batch_in.append((states[key], evs))
         results = self.model.apply(batch_in)
-        now = time.perf_counter()
-        phases["step"], t = phases["step"] + now - t, now
+        clock.lap("step")
         emit: list[tuple[bytes, str, UserState, float | None]] = []
         for (key, seg), res in zip(work, results):
             by_offset = {fe.message.offset: fe for fe, _ in seg}
@@ -358,23 +369,20 @@ class ProfileProcessor:
                 # published them. Re-send the current outputs (same seq, same content): a
                 # repeat is harmless to consumers, a gap would stay until the user's next event.
                 emit.append((key, seg[-1][1].user_id, res.state, None))
-        now = time.perf_counter()
-        phases["write"], t = phases["write"] + now - t, now
+        clock.lap("write")
         outs = self.model.outputs([(uid, st) for _, uid, st, _ in emit], k=self.k,
                                   source_event_ts=[ts for *_, ts in emit])
-        now = time.perf_counter()
-        phases["outputs"], t = phases["outputs"] + now - t, now
+        clock.lap("outputs")
         for (key, *_), (profile, recs) in zip(emit, outs):
             await send_output(self.app, self.app.profiles_topic, key, encode(profile))  # type: ignore[attr-defined]
             await send_output(self.app, self.app.recs_topic, key, encode(recs))  # type: ignore[attr-defined]
         self.m.profiles_out.inc(len(outs))
         self.m.recs_out.inc(len(outs))
-        now = time.perf_counter()
-        phases["send"], t = phases["send"] + now - t, now
+        clock.lap("send")
         for key, seg in work:
             if seg and seg[-1][1].type == "forget":
                 await self._forget(key, seg[-1][0], states)
-        phases["write"] += time.perf_counter() - t
+        clock.lap("write")
 
     async def _forget(self, key: bytes, fe: EventT, states: dict[bytes, UserState]) -> None:
         """Erase a user: table delete (changelog tombstone) and tombstones on both output topics."""

@@ -11,7 +11,7 @@ from stream.settings import Settings
 from stream.worker import run_worker
 
 
-async def _hang(self: ProfileProcessor, work: Any, states: Any, phases: Any) -> None:
+async def _hang(self: ProfileProcessor, work: Any, states: Any, clock: Any) -> None:
     await asyncio.Event().wait()
 
 
