@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from aiokafka.partitioner import murmur2
 from faust import streams as faust_streams
+from faust.exceptions import ProducerSendError
 from faust.types import TP, EventT
 
 from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pack_state, parse_event, unpack_state
@@ -159,14 +160,27 @@ def is_current(app: Any, fe: EventT) -> bool:
 
 async def send_output(app: Any, topic: Any, key: bytes | None, value: bytes | None,
                       headers: list[tuple[str, bytes]] | None = None) -> None:
-    """One record of an agent's output: through Faust's producer (the default), or through the
-    librdkafka output producer (stream/output.py) with PROFILESTREAM_OUTPUT_CLIENT=librdkafka.
-    Either way the consumer flushes it before it commits the offsets of the events it came from."""
+    """One record of an agent's output, by PROFILESTREAM_OUTPUT_CLIENT:
+    - `faust` (the default): straight into Faust's aiokafka producer, its delivery future watched
+      by `app.deliveries` (stream/output.py `DeliveryWatch`);
+    - `faust-topic`: through Faust's `Topic.send`, as before 2026-12-06. Each such send awaits
+      `App.maybe_start_producer`, a mode `@stampede` wrapper that yields to the event loop three
+      times (`asyncio.sleep(0)`), so a micro-batch's sends were interleaved with the rest of the
+      worker's tasks and took most of each batch's time (bench/README.md, "Output send path");
+    - `librdkafka`: the output producer of stream/output.py.
+    In every case the consumer flushes the producer before it commits the offsets of the events
+    the record came from."""
     if app.output is not None:
         try:
             app.output.send(topic.get_topic_name(), key, value, headers)
         except OutputError as exc:
             exit_output_failed(exc)
+    elif app.deliveries is not None:
+        try:
+            fut = await app.producer.send(topic.get_topic_name(), key, value, None, None, headers)
+        except ProducerSendError as exc:  # refused before it was queued (aiokafka's KafkaError)
+            exit_output_failed(OutputError(f"output record to {topic.get_topic_name()} refused: {exc}"))
+        fut.add_done_callback(app.deliveries)
     else:
         await topic.send(key=key, value=value, headers=headers)
 

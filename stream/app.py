@@ -39,7 +39,7 @@ from mode.utils.queues import FlowControlEvent
 from model import ProfileModel
 
 from .metrics import WorkerMetrics
-from .output import OutputError, OutputProducer, exit_output_failed, output_for
+from .output import DeliveryWatch, OutputError, OutputProducer, exit_output_failed, output_for
 from .sequencer import Sequencer, Verdict, commit_may_advance, covered, describe
 from .settings import Settings
 
@@ -178,6 +178,18 @@ class _Consumer(faust_aiokafka.Consumer):
             except OutputError as exc:
                 exit_output_failed(exc)
         return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+
+    async def _commit(self, offsets: Any) -> bool:
+        # Faust calls this right after it flushed its producer. With the default output client the
+        # agents' records went into that producer directly; one that aiokafka gave up on must stop
+        # the commit (stream/output.py `DeliveryWatch`).
+        watch = self.app.deliveries
+        if watch is not None:
+            try:
+                watch.check()
+            except OutputError as exc:
+                exit_output_failed(exc)
+        return await super()._commit(offsets)
 
     def holds_no_records(self, tp: Any, start: int, end: int) -> bool:
         """Whether the fetch proved offsets [start, end) of `tp` free of records (`Verdict.GAP`)."""
@@ -330,8 +342,12 @@ class ProfilestreamApp(faust.App):
     ps_settings: Settings
     model: ProfileModel
     metrics: WorkerMetrics
-    #: the agents' output producer (stream/output.py); None = Faust's producer (PROFILESTREAM_OUTPUT_CLIENT=faust)
+    #: the agents' output producer (stream/output.py); None = Faust's producer (PROFILESTREAM_OUTPUT_CLIENT=faust
+    #: or faust-topic)
     output: OutputProducer | None
+    #: delivery reports of the records sent straight into Faust's producer (PROFILESTREAM_OUTPUT_CLIENT=faust);
+    #: None with the other output clients
+    deliveries: DeliveryWatch | None
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -403,6 +419,7 @@ def create_app_shell(settings: Settings, model: ProfileModel | None) -> Profiles
     app.model = model  # type: ignore[assignment]
     app.metrics = WorkerMetrics()
     app.output = output_for(settings)
+    app.deliveries = DeliveryWatch() if settings.output_client == "faust" else None
     return app
 
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 from confluent_kafka import KafkaException, Producer
 
-__all__ = ["OutputProducer", "OutputError", "EXIT_OUTPUT_FAILED", "exit_output_failed", "output_for", "probe_topics"]
+__all__ = ["OutputProducer", "DeliveryWatch", "OutputError", "EXIT_OUTPUT_FAILED", "exit_output_failed", "output_for", "probe_topics"]
 
 log = logging.getLogger("profilestream.output")
 
@@ -230,3 +230,34 @@ def output_for(settings: Any) -> OutputProducer | None:
         return None
     return OutputProducer(settings.confluent_config(), linger_ms=settings.producer_linger_ms,
                           stuck_s=settings.output_stuck_s)
+
+
+class DeliveryWatch:
+    """Delivery reports of the records the agents send straight through Faust's aiokafka producer
+    (`PROFILESTREAM_OUTPUT_CLIENT=faust`, the default): the done-callback of each record's future.
+    Faust flushes that producer before it commits, but a record aiokafka gave up on resolves its
+    future with the error and the flush returns all the same; Faust's own `Topic.send` keeps such
+    an error in a future no one reads, and the commit goes past the lost record. The consumer asks
+    `check()` after the flush and before the commit (stream/app.py `_Consumer._commit`), and the
+    worker exits without committing, as with the librdkafka producer. The callbacks of a batch's
+    record futures are scheduled before the one that ends the flush's wait, so they have run by then."""
+
+    def __init__(self) -> None:
+        self.failed: str | None = None
+        self.n_failed = 0
+
+    def __call__(self, fut: "asyncio.Future[Any]") -> None:
+        if fut.cancelled():
+            exc: BaseException | None = asyncio.CancelledError("the record's send was cancelled")
+        else:
+            exc = fut.exception()
+        if exc is not None:
+            self.n_failed += 1
+            if self.failed is None:
+                self.failed = f"{type(exc).__name__}: {exc}"
+                log.error("output record not delivered (%s); the worker exits before its next commit", self.failed)
+
+    def check(self) -> None:
+        """Raise OutputError if any record failed since the worker started."""
+        if self.failed is not None:
+            raise OutputError(f"{self.n_failed} output record(s) not delivered, the first: {self.failed}")

@@ -81,11 +81,13 @@ class Settings:
     producer_linger_ms: float = _env("PROFILESTREAM_PRODUCER_LINGER_MS",
                                      "producer batching delay: 0 = lowest latency, a few ms = fewer, larger requests",
                                      default=0.0)
-    output_client: Literal["librdkafka", "faust"] = _env(
+    output_client: Literal["faust", "faust-topic", "librdkafka"] = _env(
         "PROFILESTREAM_OUTPUT_CLIENT",
-        "producer of the agents' outputs: faust = Faust's aiokafka producer in the worker's Python thread; "
-        "librdkafka = confluent-kafka, sending in its own threads (stream/output.py; faster, but not yet safe "
-        "across broker restarts, docs/operations.md 'Output producer')",
+        "producer of the agents' outputs: faust = Faust's aiokafka producer, records handed to it directly, in "
+        "the worker's Python thread; faust-topic = the same producer through Faust's Topic.send (yields to the "
+        "event loop three times per record; the path before 2026-12-06, for comparison); librdkafka = "
+        "confluent-kafka, sending in its own threads (stream/output.py; not yet safe across broker restarts, "
+        "docs/operations.md 'Output producer')",
         default="faust")
     output_stuck_s: float = _env(
         "PROFILESTREAM_OUTPUT_STUCK_S",
@@ -119,8 +121,9 @@ class Settings:
             raise ConfigError(f"PROFILESTREAM_DEVICE must be cpu or cuda, got {self.device!r}")
         if self.cpu_kernel not in ("fused", "torch"):
             raise ConfigError(f"PROFILESTREAM_CPU_KERNEL must be fused or torch, got {self.cpu_kernel!r}")
-        if self.output_client not in ("librdkafka", "faust"):
-            raise ConfigError(f"PROFILESTREAM_OUTPUT_CLIENT must be librdkafka or faust, got {self.output_client!r}")
+        if self.output_client not in ("faust", "faust-topic", "librdkafka"):
+            raise ConfigError("PROFILESTREAM_OUTPUT_CLIENT must be faust, faust-topic or librdkafka, got "
+                              f"{self.output_client!r}")
         if self.output_stuck_s < 0:
             raise ConfigError("PROFILESTREAM_OUTPUT_STUCK_S must be >= 0 (0 = off)")
         if self.top_k < 1:
