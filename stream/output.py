@@ -239,8 +239,10 @@ class DeliveryWatch:
     future with the error and the flush returns all the same; Faust's own `Topic.send` keeps such
     an error in a future no one reads, and the commit goes past the lost record. The consumer asks
     `check()` after the flush and before the commit (stream/app.py `_Consumer._commit`), and the
-    worker exits without committing, as with the librdkafka producer. The callbacks of a batch's
-    record futures are scheduled before the one that ends the flush's wait, so they have run by then."""
+    worker exits without committing, as with the librdkafka producer. The check sees every record
+    the flush waited for: aiokafka resolves a batch's future and then its records' futures in one
+    go (`MessageBatch.done` / `failure`), so their callbacks are queued in the same loop iteration,
+    and the flushing task wakes only in a later one, after `asyncio.wait` has seen the batch."""
 
     def __init__(self) -> None:
         self.failed: str | None = None
