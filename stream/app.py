@@ -167,28 +167,19 @@ class _Consumer(faust_aiokafka.Consumer):
             return False
         return position >= end and self.sequencer.next_offset(tp) == seen + 1
 
-    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
-        # Faust flushes its own producer before it commits. With PROFILESTREAM_OUTPUT_CLIENT=librdkafka
-        # the agents' outputs go through a producer of their own (stream/output.py), flushed here
-        # first, so no offset is committed ahead of an output of the events below it.
-        out = self.app.output
-        if out is not None and offsets:
-            try:
-                await out.flush()
-            except OutputError as exc:
-                exit_output_failed(exc)
-        return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
-
     async def _commit(self, offsets: Any) -> bool:
-        # Faust calls this right after it flushed its producer. With the default output client the
-        # agents' records went into that producer directly; one that aiokafka gave up on must stop
-        # the commit (stream/output.py `DeliveryWatch`).
-        watch = self.app.deliveries
-        if watch is not None:
-            try:
-                watch.check()
-            except OutputError as exc:
-                exit_output_failed(exc)
+        # Faust calls this right after it flushed its own producer, just before the offsets go to the
+        # broker; every output of the events below them must be delivered by then. With
+        # PROFILESTREAM_OUTPUT_CLIENT=librdkafka the outputs went through a producer of their own
+        # (stream/output.py), flushed here; with the default they went into Faust's producer
+        # directly, and a record aiokafka gave up on must stop the commit (`DeliveryWatch`).
+        try:
+            if self.app.output is not None:
+                await self.app.output.flush()
+            if self.app.deliveries is not None:
+                self.app.deliveries.check()
+        except OutputError as exc:
+            exit_output_failed(exc)
         return await super()._commit(offsets)
 
     def holds_no_records(self, tp: Any, start: int, end: int) -> bool:

@@ -11,7 +11,7 @@ copies the record into librdkafka's queue, whose own threads batch, send and ret
 GIL (bench/README.md, "Output producer"): −21 to −24 % worker CPU per event.
 
 At-least-once holds as before: the consumer flushes this producer before every offset commit
-(`_Consumer._commit_offsets` in stream/app.py), so no offset is committed ahead of an output of
+(`_Consumer._commit` in stream/app.py), so no offset is committed ahead of an output of
 the events below it. The producer is idempotent (ordered per partition, no duplicates from its
 own retries) and keys go to partitions by murmur2, as Faust's producer and Kafka's Java client
 place them. A record librdkafka gives up on (`message.timeout.ms`) makes the next flush raise
