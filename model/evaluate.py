@@ -1,6 +1,7 @@
 """Offline evaluation: full ranking over all items, the user's history masked; HR@10,
 NDCG@10, MRR@10 on validation and test; baselines under the same protocol; results
-bucketed by the target item's popularity (head / torso / tail)."""
+bucketed by the target item's popularity (head / torso / tail) and, where the dataset has user
+attributes (ML-100k), broken down by the user's gender, age band and occupation."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from .data import Dataset, Split
 
 __all__ = ["rank_of_targets", "metrics_from_ranks", "EvalSet", "build_eval_set", "baseline_scorers",
-           "evaluate_scorer", "popularity_buckets", "format_table"]
+           "evaluate_scorer", "popularity_buckets", "user_groups", "format_table", "AGE_BANDS"]
 
 K = 10
 
@@ -74,6 +75,30 @@ def popularity_buckets(ds: Dataset, split: Split) -> np.ndarray:
     return bucket
 
 
+#: (lowest age, first age not in the band, label)
+AGE_BANDS = ((0, 25, "under 25"), (25, 35, "25-34"), (35, 50, "35-49"), (50, 1000, "50 and over"))
+
+
+def user_groups(users: list[str], attrs: Mapping[str, Mapping[str, object]]) -> dict[str, np.ndarray]:
+    """Boolean masks over `users` (an EvalSet's order): "gender F", "age 25-34", "occupation writer"
+    …, each group that has at least one user; {} when there are no attributes. A user without
+    attributes is in no group."""
+    if not attrs:
+        return {}
+    rows = [attrs.get(u, {}) for u in users]
+    out: dict[str, np.ndarray] = {}
+    for g in sorted({str(r["gender"]) for r in rows if "gender" in r}):
+        out[f"gender {g}"] = np.array([r.get("gender") == g for r in rows])
+    ages = np.array([float(r["age"]) if "age" in r else np.nan for r in rows])
+    for lo, hi, label in AGE_BANDS:
+        m = (ages >= lo) & (ages < hi)
+        if m.any():
+            out[f"age {label}"] = m
+    for o in sorted({str(r["occupation"]) for r in rows if "occupation" in r}):
+        out[f"occupation {o}"] = np.array([r.get("occupation") == o for r in rows])
+    return out
+
+
 Scorer = Callable[[EvalSet], np.ndarray]  # → (U, N) scores
 
 
@@ -114,12 +139,17 @@ def baseline_scorers(ds: Dataset, split: Split) -> dict[str, Scorer]:
     return {"Pop": s_pop, "Markov-1": s_markov, "Markov-5 (decayed)": s_markov5, "ItemKNN": s_knn}
 
 
-def evaluate_scorer(scorer: Scorer, es: EvalSet, buckets: np.ndarray | None = None) -> dict[str, object]:
+def evaluate_scorer(scorer: Scorer, es: EvalSet, buckets: np.ndarray | None = None,
+                    groups: Mapping[str, np.ndarray] | None = None) -> dict[str, object]:
+    """Metrics over all of `es`; with `buckets` (per item, `popularity_buckets`) also per bucket of
+    the target item, with `groups` (masks over es.users, `user_groups`) also per user group."""
     ranks = rank_of_targets(scorer(es), es.targets, es.masks)
     out: dict[str, object] = dict(metrics_from_ranks(ranks))
     if buckets is not None:
         tb = buckets[es.targets]
         out["buckets"] = {name: metrics_from_ranks(ranks[tb == b]) for b, name in enumerate(("head", "torso", "tail"))}
+    if groups:
+        out["user_groups"] = {name: metrics_from_ranks(ranks[m]) for name, m in groups.items()}
     return out
 
 

@@ -19,7 +19,7 @@ from .artifact import Artifact, save_artifact
 from .data import Dataset, Split, chronological_split
 from .errors import ModelError
 from .evaluate import (EvalSet, baseline_scorers, build_eval_set, evaluate_scorer, metrics_from_ranks,
-                       popularity_buckets, rank_of_targets)
+                       popularity_buckets, rank_of_targets, user_groups)
 from .features import encode_texts, reduce_features
 from .init_random import catalogue_of
 from .lstm import ModelConfig, ProfileLSTM, gap_feature, value_feature
@@ -260,14 +260,16 @@ def lstm_scores(net: ProfileLSTM, ds: Dataset, es: EvalSet, *, batch: int = 128)
 
 def evaluate_model(net: ProfileLSTM, ds: Dataset, split: Split, eval_sets: dict[str, EvalSet] | None = None, *,
                    baselines: bool = True) -> dict[str, Any]:
-    """{valid|test: {model name: metrics with popularity buckets}} for the LSTM and, in the same
-    run, the baselines (built once, used for both sets)."""
+    """{valid|test: {model name: metrics with popularity buckets (and user groups, where the
+    dataset has user attributes)}} for the LSTM and, in the same run, the baselines (built once,
+    used for both sets)."""
     eval_sets = eval_sets or {w: build_eval_set(ds, split, w) for w in ("valid", "test")}
     buckets = popularity_buckets(ds, split)
     scorers = {"LSTM": lambda e: lstm_scores(net, ds, e)}
     if baselines:
         scorers.update(baseline_scorers(ds, split))
-    return {which: {name: evaluate_scorer(sc, es, buckets) for name, sc in scorers.items()}
+    return {which: {name: evaluate_scorer(sc, es, buckets, user_groups(es.users, ds.user_attrs))
+                    for name, sc in scorers.items()}
             for which, es in eval_sets.items()}
 
 
@@ -321,7 +323,8 @@ def _subset(ds: Dataset, max_users: int | None) -> Dataset:
     keep_users = set(sorted(set(ds.users.tolist()), key=lambda u: (len(u), u))[:max_users])
     m = np.array([u in keep_users for u in ds.users.tolist()])
     return Dataset(ds.name, ds.users[m], ds.items[m], ds.types[m], ds.values[m], ds.ts[m], ds.item_ids, ds.item_text,
-                   ds.titles, ds.item_cats, ds.category_names, f"{ds.source_hash}-u{max_users}")
+                   ds.titles, ds.item_cats, ds.category_names, f"{ds.source_hash}-u{max_users}",
+                   {u: a for u, a in ds.user_attrs.items() if u in keep_users})
 
 
 def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progress: bool = True,

@@ -43,3 +43,68 @@ def test_rank_masks_history_and_ties_count_against_the_target() -> None:
     # target 1 (0.5); item 0 masked; item 2 scores higher; item 3 ties → rank 2
     assert rank_of_targets(scores, np.array([1]), [np.array([0])]).tolist() == [2]
     assert rank_of_targets(scores, np.array([0]), [np.array([], np.int64)]).tolist() == [0]
+
+
+def _ml_dir(tmp_path, users_text: str):  # type: ignore[no-untyped-def]
+    d = tmp_path / "ml-100k"
+    d.mkdir()
+    (d / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                     "1\t10\t4\t100\n2\t20\t3\t90\n")
+    (d / "ml-100k.item").write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                                    "10\tA Film\t1995\tDrama\n20\tAnother\t1996\tComedy Sci-Fi\n")
+    (d / "ml-100k.user").write_text(users_text)
+    return tmp_path
+
+
+def test_ml100k_loader_reads_user_attributes_and_not_the_zip_code(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from model.data import load_ml100k
+
+    ds = load_ml100k(_ml_dir(tmp_path, "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
+                                       "1\t24\tM\ttechnician\t85711\n2\t53\tF\tother\t94043\n"))
+    assert ds.user_attrs == {"1": {"age": 24, "gender": "M", "occupation": "technician"},
+                             "2": {"age": 53, "gender": "F", "occupation": "other"}}
+    assert list(ds.users) == ["1", "2"] and ds.item_text[1] == "Another (1996) — Comedy, Sci-Fi"
+
+
+def test_ml100k_loader_names_the_file_of_a_malformed_user_row(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from model.data import load_ml100k
+    from model.errors import DataError
+
+    with pytest.raises(DataError, match=r"ml-100k\.user:3: expected user_id, age"):
+        load_ml100k(_ml_dir(tmp_path, "header\n1\t24\tM\ttechnician\t85711\n2\tfifty\tF\n"))
+
+
+def test_metrics_by_user_group_on_hand_computed_ranks() -> None:
+    from model.evaluate import EvalSet, evaluate_scorer, user_groups
+
+    # four users, one item each as target; the scorer puts the target at rank 0, 3, 20, 1
+    users = ["u1", "u2", "u3", "u4"]
+    targets = np.array([0, 1, 2, 3])
+    ranks_wanted = [0, 3, 20, 1]
+    n_items = 30
+
+    def scorer(es: EvalSet) -> np.ndarray:
+        s = np.zeros((len(es.users), n_items))
+        for r, (t, k) in enumerate(zip(es.targets, ranks_wanted)):
+            others = [i for i in range(n_items) if i != t]
+            s[r, others] = -np.arange(len(others))  # the other items score 0, -1, -2 …
+            s[r, t] = 0.5 - k  # … so exactly k of them score above the target
+        return s
+
+    es = EvalSet(users, [np.zeros(0, np.int64)] * 4, targets, [np.zeros(0, np.int64)] * 4)
+    attrs = {"u1": {"age": 19, "gender": "F", "occupation": "student"},
+             "u2": {"age": 30, "gender": "M", "occupation": "writer"},
+             "u3": {"age": 24, "gender": "F", "occupation": "student"},
+             "u4": {"age": 61, "gender": "M", "occupation": "retired"}}
+    groups = user_groups(users, attrs)
+    assert list(groups) == ["gender F", "gender M", "age under 25", "age 25-34", "age 50 and over",
+                            "occupation retired", "occupation student", "occupation writer"]
+    out = evaluate_scorer(scorer, es, groups=groups)
+    assert out["HR@10"] == pytest.approx(3 / 4)
+    g = out["user_groups"]
+    # F = ranks 0 and 20; M = ranks 3 and 1; under 25 = u1 and u3 (F); 50 and over = u4 alone
+    assert g["gender F"] == {"HR@10": 0.5, "NDCG@10": pytest.approx(0.5), "MRR@10": 0.5, "n": 2}
+    assert g["gender M"]["NDCG@10"] == pytest.approx((1 / np.log2(5) + 1 / np.log2(3)) / 2)
+    assert g["age under 25"]["n"] == 2 and g["age under 25"]["HR@10"] == 0.5
+    assert g["age 50 and over"]["MRR@10"] == pytest.approx(1 / 2)
+    assert user_groups(users, {}) == {}
