@@ -49,7 +49,7 @@ def _train_config(args: argparse.Namespace) -> Any:
 
     cfg = TrainConfig()
     over = {k: getattr(args, k) for k in ("epochs", "max_minutes", "seed", "max_users", "reducer", "hidden",
-                                          "item_dim", "text_dim", "lr", "lr_schedule", "patience", "dropout", "refit_epochs",
+                                          "item_dim", "text_dim", "lr", "lr_schedule", "patience", "dropout", "input_dropout", "refit_epochs",
                                           "future_window", "future_decay", "negatives", "neg_sampler",
                                           "label_smoothing", "ema", "weight_decay") if getattr(args, k, None) is not None}
     if getattr(args, "no_text", False):
@@ -194,6 +194,8 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate (default 3e-3)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better valid NDCG@10 (default 10)")
     p.add_argument("--dropout", type=float, help="dropout on LSTM inputs and outputs (default 0.5)")
+    p.add_argument("--input-dropout", type=float, help="dropout on the LSTM's inputs alone; --dropout then acts on "
+                   "its outputs only (default: the --dropout value on both)")
     p.add_argument("--refit-epochs", type=int, help="after early stopping, this many epochs over training + validation "
                    "events at a third of the learning rate (default 2; 0 = off); the validation table then shows "
                    "the model before the refit, and after it as a row marked 'not held out'")

@@ -44,6 +44,8 @@ class ModelConfig:
     use_text: bool = True
     item_bias: bool = True
     dropout: float = 0.2  # training only; the step never applies it
+    # dropout on the LSTM's input alone (training only); None = `dropout`, on input and output alike
+    input_dropout: float | None = None
     recent_len: int = 256  # events kept per user for masking, reasons and re-warming
     tag_half_life_days: float = 30.0
     text_reducer: Literal["pca", "autoencoder", "none"] = "pca"
@@ -57,6 +59,8 @@ class ModelConfig:
             raise ModelConfigError("use_text needs text_dim > 0 (text features of the catalogue)")
         if not 0.0 <= self.dropout < 1.0:
             raise ModelConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.input_dropout is not None and not 0.0 <= self.input_dropout < 1.0:
+            raise ModelConfigError(f"input_dropout must be in [0, 1), got {self.input_dropout}")
         if self.recent_len < 1:
             raise ModelConfigError("recent_len must be >= 1")
 
@@ -110,7 +114,8 @@ class ProfileLSTM(nn.Module):
                 nn.init.normal_(self.id_emb.weight, std=1.0 / math.sqrt(cfg.item_dim))
         self.bias = nn.Parameter(torch.zeros(cfg.n_items), requires_grad=cfg.item_bias)
         self.type_emb = nn.Embedding(cfg.n_types, cfg.type_dim)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout)  # on the LSTM's output
+        self.drop_in = nn.Dropout(cfg.dropout if cfg.input_dropout is None else cfg.input_dropout)
         # nn.LSTM's gate order (i, f, g, o) and equations are what model.runtime's step uses.
         self.lstm = nn.LSTM(cfg.input_dim, cfg.hidden, batch_first=True)
         self.out = nn.Linear(cfg.hidden, cfg.item_dim)
@@ -134,7 +139,7 @@ class ProfileLSTM(nn.Module):
                 lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-sequence pass. Returns user vectors (B, L, D) after each event and item vectors (N, D)."""
         item_vecs = self.item_vectors()
-        x = self.drop(self.inputs(items, types, vals, gaps, item_vecs))  # (B, L, In)
+        x = self.drop_in(self.inputs(items, types, vals, gaps, item_vecs))  # (B, L, In)
         # No packing: sequences are right-padded and the LSTM is causal, so outputs before each
         # sequence's end never see its padding (callers ignore the padded positions). A dense
         # input also lets PyTorch use its oneDNN LSTM on CPU: ≈ 5× faster forward + backward

@@ -65,6 +65,8 @@ class TrainConfig:
     hidden: int = 128
     text_dim: int = 64
     dropout: float = 0.5
+    # dropout on the LSTM's input only; None = `dropout` on input and output (docs/model.md, candidates P, Q)
+    input_dropout: float | None = None
     use_id: bool = True
     use_text: bool = True
     reducer: Literal["pca", "autoencoder"] = "pca"
@@ -348,7 +350,7 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
                      "whitened": cfg.text_whiten, "explained_variance": red.explained_variance}
     mcfg = ModelConfig(n_items=len(ds.item_ids), n_cats=len(ds.category_names), text_dim=cfg.text_dim if cfg.use_text else 0,
                        item_dim=cfg.item_dim, hidden=cfg.hidden, use_id=cfg.use_id, use_text=cfg.use_text,
-                       dropout=cfg.dropout, text_reducer=cfg.reducer if cfg.use_text else "none")
+                       dropout=cfg.dropout, input_dropout=cfg.input_dropout, text_reducer=cfg.reducer if cfg.use_text else "none")
     net = ProfileLSTM(mcfg, text)
     opt = make_optimizer(net, cfg.lr, cfg.weight_decay)
     users = sorted((u for u, s in split.train.items() if len(s) >= 2), key=lambda u: len(split.train[u]))
