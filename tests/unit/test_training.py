@@ -265,3 +265,33 @@ def test_weight_decay_shrinks_matrices_and_embeddings_not_biases() -> None:
     decayed = {n for n, p in net.named_parameters() if p.dim() >= 2}
     assert {"id_emb.weight", "type_emb.weight", "out.weight", "lstm.weight_hh_l0"} <= decayed
     assert "bias" not in decayed and "out.bias" not in decayed
+
+
+def test_input_dropout_is_the_input_rate_alone_and_unset_means_one_rate() -> None:
+    import pytest
+    import torch
+
+    from model.lstm import ModelConfig, ModelConfigError, ProfileLSTM
+
+    base = dict(n_items=5, n_cats=2, text_dim=0, use_text=False, dropout=0.5)
+    both = ProfileLSTM(ModelConfig(**base), None)
+    split = ProfileLSTM(ModelConfig(**base, input_dropout=0.2), None)
+    assert (both.drop_in.p, both.drop.p) == (0.5, 0.5)
+    assert (split.drop_in.p, split.drop.p) == (0.2, 0.5)
+    # no weights of its own: the state dict, and so the artifact, is the same either way
+    assert set(both.state_dict()) == set(split.state_dict())
+    # unset and set to the same rate draw the same dropout masks: training is unchanged
+    torch.manual_seed(0)
+    a = ProfileLSTM(ModelConfig(**base), None)
+    torch.manual_seed(0)
+    b = ProfileLSTM(ModelConfig(**base, input_dropout=0.5), None)
+    args = (torch.tensor([[1, 2, 3]]), torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3), torch.ones(1, 3),
+            torch.tensor([3]))
+    torch.manual_seed(1)
+    ua, _ = a(*args)
+    torch.manual_seed(1)
+    ub, _ = b(*args)
+    assert torch.equal(ua, ub)
+    assert ModelConfig.from_dict(ModelConfig(**base, input_dropout=0.2).to_dict()).input_dropout == 0.2
+    with pytest.raises(ModelConfigError, match="input_dropout"):
+        ModelConfig(**base, input_dropout=1.0)
