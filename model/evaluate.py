@@ -13,7 +13,8 @@ import numpy as np
 from .data import Dataset, Split
 
 __all__ = ["rank_of_targets", "metrics_from_ranks", "EvalSet", "build_eval_set", "baseline_scorers",
-           "evaluate_scorer", "popularity_buckets", "user_groups", "format_table", "AGE_BANDS"]
+           "evaluate_scorer", "popularity_buckets", "user_groups", "format_table", "AGE_BANDS",
+           "RECENT_POP_DAYS", "recent_counts"]
 
 K = 10
 
@@ -43,23 +44,27 @@ def metrics_from_ranks(ranks: np.ndarray, k: int = K) -> dict[str, float]:
 
 @dataclass
 class EvalSet:
-    """Per evaluated user: history (event indices, time order), target item, masked items."""
+    """Per evaluated user: history (event indices, time order), target item, masked items, and the
+    target event's time (float64 seconds; the recent-popularity baseline counts up to it)."""
 
     users: list[str]
     histories: list[np.ndarray]
     targets: np.ndarray
     masks: list[np.ndarray]
+    target_ts: np.ndarray | None = None
 
 
 def build_eval_set(ds: Dataset, split: Split, which: str) -> EvalSet:
     users = sorted(split.test, key=lambda u: (len(u), u))
-    hist, targets, masks = [], [], []
+    hist, targets, masks, when = [], [], [], []
     for u in users:
         h = split.train[u] if which == "valid" else np.append(split.train[u], split.valid[u])
+        t = split.valid[u] if which == "valid" else split.test[u]
         hist.append(h)
-        targets.append(ds.items[split.valid[u] if which == "valid" else split.test[u]])
+        targets.append(ds.items[t])
         masks.append(np.unique(ds.items[h]))
-    return EvalSet(users, hist, np.array(targets, np.int64), masks)
+        when.append(ds.ts[t])
+    return EvalSet(users, hist, np.array(targets, np.int64), masks, np.array(when, np.float64))
 
 
 def popularity_buckets(ds: Dataset, split: Split) -> np.ndarray:
@@ -101,6 +106,22 @@ def user_groups(users: list[str], attrs: Mapping[str, Mapping[str, object]]) -> 
 
 Scorer = Callable[[EvalSet], np.ndarray]  # → (U, N) scores
 
+#: Window of the recent-popularity baseline, days. Chosen on validation among 1, 7, 30 and 90
+#: (docs/model.md, "Popularity over time").
+RECENT_POP_DAYS = 30
+
+
+def recent_counts(ds: Dataset, train_idx: np.ndarray, until: np.ndarray, days: float = RECENT_POP_DAYS) -> np.ndarray:
+    """(U, N): per row, how often each item occurs among the training events `train_idx` whose time
+    lies in [until[r] − days, until[r]). Training events only, as Pop counts: the window moves
+    with each target's time, the events it may count do not."""
+    order = train_idx[np.argsort(ds.ts[train_idx], kind="stable")]
+    ts, items = ds.ts[order], ds.items[order]
+    lo = np.searchsorted(ts, until - days * 86400.0, side="left")
+    hi = np.searchsorted(ts, until, side="left")
+    n = len(ds.item_ids)
+    return np.stack([np.bincount(items[a:b], minlength=n) for a, b in zip(lo, hi)]).astype(np.float64)
+
 
 def baseline_scorers(ds: Dataset, split: Split) -> dict[str, Scorer]:
     n = len(ds.item_ids)
@@ -123,6 +144,11 @@ def baseline_scorers(ds: Dataset, split: Split) -> dict[str, Scorer]:
     def s_pop(es: EvalSet) -> np.ndarray:
         return np.tile(pop, (len(es.users), 1))
 
+    def s_recent(es: EvalSet) -> np.ndarray:
+        if es.target_ts is None:
+            raise ValueError("the recent-popularity baseline needs the targets' times (build_eval_set sets them)")
+        return recent_counts(ds, train_idx, es.target_ts) + tiebreak
+
     def s_markov(es: EvalSet) -> np.ndarray:
         return np.stack([trans[ds.items[h[-1]]] for h in es.histories]) + tiebreak
 
@@ -136,7 +162,8 @@ def baseline_scorers(ds: Dataset, split: Split) -> dict[str, Scorer]:
     def s_knn(es: EvalSet) -> np.ndarray:
         return np.stack([cos[np.unique(ds.items[h])].sum(axis=0) for h in es.histories]) + tiebreak
 
-    return {"Pop": s_pop, "Markov-1": s_markov, "Markov-5 (decayed)": s_markov5, "ItemKNN": s_knn}
+    return {"Pop": s_pop, f"Pop, last {RECENT_POP_DAYS} days": s_recent, "Markov-1": s_markov,
+            "Markov-5 (decayed)": s_markov5, "ItemKNN": s_knn}
 
 
 def evaluate_scorer(scorer: Scorer, es: EvalSet, buckets: np.ndarray | None = None,

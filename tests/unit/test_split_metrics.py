@@ -108,3 +108,25 @@ def test_metrics_by_user_group_on_hand_computed_ranks() -> None:
     assert g["age under 25"]["n"] == 2 and g["age under 25"]["HR@10"] == 0.5
     assert g["age 50 and over"]["MRR@10"] == pytest.approx(1 / 2)
     assert user_groups(users, {}) == {}
+
+
+def test_recent_popularity_counts_training_events_in_the_window_before_each_target() -> None:
+    from model.evaluate import build_eval_set, recent_counts
+
+    day = 86400.0
+    # c's events: item 7 twice at days 1 and 2, item 8 at day 40; the training events of a and b
+    # are the other rows. Windows of 30 days end at each target's time, the end excluded.
+    ds = _ds(["c", "c", "c", "a", "a", "a", "a", "a"],
+             [7, 7, 8, 1, 2, 3, 4, 5],
+             [1 * day, 2 * day, 40 * day, 10 * day, 31 * day, 32 * day, 50 * day, 60 * day])
+    train_idx = np.array([0, 1, 2, 3, 4, 5])  # a's last two are its validation and test events
+    got = recent_counts(ds, train_idx, np.array([32 * day, 2 * day, 61 * day]), days=30)
+    want = np.zeros((3, 10))
+    want[0, [7, 1, 2]] = 1  # [2 d, 32 d): day 2's 7, day 10's 1, day 31's 2; day 32 is the end
+    want[1, 7] = 1  # [-28 d, 2 d): day 1's 7
+    want[2, [2, 3, 8]] = 1  # [31 d, 61 d): day 31's 2, day 32's 3, day 40's 8
+    assert np.array_equal(got, want)
+    # build_eval_set gives each target its own time
+    sp = chronological_split(ds)
+    es = build_eval_set(ds, sp, "test")
+    assert list(es.target_ts) == [60 * day] and list(es.targets) == [5]
