@@ -1,4 +1,5 @@
-"""`profilestream bench run` and `bench ab`, and `profilestream chaos` (registered into the stream CLI)."""
+"""`profilestream bench run`, `bench gpu`, `bench ab` and `bench profile`, and `profilestream chaos` (registered
+into the stream CLI)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,22 @@ def cmd_bench_ab(args: argparse.Namespace) -> int:
     s = Settings.from_env(bootstrap_servers=args.bootstrap_servers, state_dir=args.state_dir, artifact=args.artifact)
     res = run_ab(s, variants, rounds=args.rounds, events=args.events, rate=args.rate, seconds=args.seconds)
     print(json.dumps(res) if args.json else format_ab(res))
+    return 0
+
+
+def cmd_bench_profile(args: argparse.Namespace) -> int:
+    from stream.errors import ConfigError
+    from stream.settings import Settings
+
+    from .ab import parse_assignments
+    from .profile import format_profile, run_profile
+
+    if args.events < 100 or args.hz < 1 or (args.rate is not None and args.rate <= 0):
+        raise ConfigError("--events must be >= 100, --hz >= 1 and --rate > 0")
+    s = Settings.from_env(bootstrap_servers=args.bootstrap_servers, state_dir=args.state_dir, artifact=args.artifact)
+    res = run_profile(s, parse_assignments(args.set), events=args.events, out=args.out, rate=args.rate, hz=args.hz)
+    print(format_profile(res))
+    print(f"\nwritten: {args.out}/profile.md, profile.json, profile.txt (py-spy's folded stacks)", file=sys.stderr)
     return 0
 
 
@@ -201,3 +218,24 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     ab.add_argument("--json", action="store_true", help="every round and the summary as JSON")
     _connection_flags(ab)
     ab.set_defaults(func=cmd_bench_ab)
+
+    pr = bsub.add_parser("profile", help="where a worker's time goes per event (py-spy during a burst)",
+                         description="Starts a fresh full-pipeline worker with the environment's settings plus "
+                                     "--set, sends it a warm-up burst, then samples it with py-spy (non-blocking, "
+                                     "--hz) while a measured burst of --events runs (or --events at --rate ev/s). "
+                                     "Prints the share of the worker's busy samples per category (LSTM step, "
+                                     "scores and top-K, output records, state write, fetch, produce, event loop, "
+                                     "…) and, for a burst, µs per event from the measured worker CPU. Writes "
+                                     "OUT/profile.md, OUT/profile.json and OUT/profile.txt (py-spy's folded "
+                                     "stacks, for flame graph tools). Needs py-spy (the dev extra) and ptrace "
+                                     "permission on the worker. Starts the local broker if none answers. Example: "
+                                     "profilestream bench profile --set PROFILESTREAM_SINGLE_HOP=1")
+    pr.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="worker settings over the environment (e.g. PROFILESTREAM_SINGLE_HOP=1)")
+    pr.add_argument("--events", type=int, default=40000, help="events of the measured burst (default 40000)")
+    pr.add_argument("--rate", type=float, default=None,
+                    help="send the events at this rate (events/s) instead of as fast as possible")
+    pr.add_argument("--hz", type=int, default=100, help="py-spy samples per second (default 100)")
+    pr.add_argument("--out", type=Path, default=Path("bench-profile"), help="report directory (default bench-profile)")
+    _connection_flags(pr)
+    pr.set_defaults(func=cmd_bench_profile)

@@ -345,17 +345,21 @@ class ProfileProcessor:
                         await self._dlq(fe, f"stored state of this user is unreadable ({exc})")
                 del per_user[key]
         clock.lap("read")
+        applied = 0
         while per_user:
             work = [(key, segs.pop(0)) for key, segs in per_user.items()]
-            await self._apply_round(work, states, clock)
+            applied += await self._apply_round(work, states, clock)
             per_user = {k: s for k, s in per_user.items() if s}
         self.m.step_seconds.observe(time.perf_counter() - t0)
+        if applied:
+            self.m.last_applied.set(time.time())
         for phase, seconds in clock.seconds.items():
             self._observe[phase](seconds)
 
     async def _apply_round(self, work: list[tuple[bytes, list[tuple[EventT, Event]]]],
-                           states: dict[bytes, UserState], clock: _PhaseClock) -> None:
-        """One round: each user's next segment. Charges the time of each phase to `clock`."""
+                           states: dict[bytes, UserState], clock: _PhaseClock) -> int:
+        """One round: each user's next segment. Charges the time of each phase to `clock`; returns
+        the number of events applied."""
         batch_in = []
         two_hop = self.normalizer is None  # records of `events` carry their raw position
         for key, seg in work:
@@ -366,12 +370,14 @@ class ProfileProcessor:
         results = self.model.apply(batch_in)
         clock.lap("step")
         emit: list[tuple[bytes, str, UserState, float | None]] = []
+        n_applied = 0
         for (key, seg), res in zip(work, results):
             by_offset = {fe.message.offset: fe for fe, _ in seg}
             for p, reason in res.rejected:
                 await self._dlq(by_offset[p.offset], reason)
             self.m.events_applied.inc(res.applied)
             self.m.events_duplicate.inc(res.duplicates)
+            n_applied += res.applied
             if res.applied:
                 res.state.seq += 1
                 _as_current(seg[-1][0])
@@ -397,6 +403,7 @@ class ProfileProcessor:
             if seg and seg[-1][1].type == "forget":
                 await self._forget(key, seg[-1][0], states)
         clock.lap("write")
+        return n_applied
 
     async def _forget(self, key: bytes, fe: EventT, states: dict[bytes, UserState]) -> None:
         """Erase a user: table delete (changelog tombstone) and tombstones on both output topics."""

@@ -45,6 +45,10 @@ class WorkerMetrics:
         self.orphaned_partitions = Gauge(
             "profilestream_orphaned_partitions", "source partitions the consumer group, while stable, gave to no "
             "member, at the stall watchdog's last check (-1: unknown, e.g. broker down or rebalancing)", registry=r)
+        self.last_applied = Gauge(
+            "profilestream_last_applied_time_seconds", "Unix time at which the profile agent last finished a "
+            "micro-batch that applied events (0: none yet); now minus this is how fresh the newest profile is, "
+            "and the bench reads a burst's end from it", registry=r)
         self.forgets = Counter("profilestream_forgets", "users erased by forget events", registry=r)
         self.batch_size = Histogram("profilestream_batch_events", "events per profile micro-batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r)

@@ -97,3 +97,23 @@ def test_bench_ab_runs_both_variants_with_their_settings(broker: Settings, ml_ar
     for e in res["summary"]:
         assert e["events_per_s"]["min"] <= e["events_per_s"]["mean"] <= e["events_per_s"]["max"]
         assert set(k for k, _, _ in METRICS) <= set(e)
+
+
+def test_bench_profile_samples_the_worker_it_started(broker: Settings, ml_artifact: Path, tmp_path: Path) -> None:
+    """`bench profile`: py-spy attaches to a fresh worker with the given settings and the report
+    places its samples in the processor's categories, with µs per event from the measured CPU."""
+
+    from bench.profile import OTHER, run_profile
+
+    s = broker.with_(state_dir=tmp_path / "state", artifact=ml_artifact)
+    out = tmp_path / "profile"
+    res = run_profile(s, {"PROFILESTREAM_SINGLE_HOP": "1"}, events=4000, out=out, hz=200)
+    assert res["run"]["pipeline"].endswith("single-hop") and res["run"]["completed"]  # the setting reached it
+    assert res["busy_samples"] >= 50, res
+    by = {c["category"]: c for c in res["categories"]}
+    ours = sum(c["samples"] for name, c in by.items() if name.startswith(("model:", "state ", "rest of the profile")))
+    assert ours > 0 and ours + by[OTHER]["samples"] < res["busy_samples"], res
+    assert sum(c["us_per_event"] for c in res["categories"]) == pytest.approx(res["worker_cpu_us_per_event"])
+    assert json.loads((out / "profile.json").read_text())["busy_samples"] == res["busy_samples"]
+    assert "| category | share of busy samples | µs per event |" in (out / "profile.md").read_text()
+    assert (out / "profile.txt").stat().st_size > 0

@@ -36,6 +36,7 @@ def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable
     worker = worker_factory(s).start()
     outputs = Outputs(s)
     t0 = time.perf_counter()
+    wall0 = time.time()
     # Single-hop mode works with any partitioner that is consistent per key: produce with
     # librdkafka's own default (CRC32), not Kafka's murmur2, and expect the worker to notice.
     produce_events(s, events, progress=False, partitioner="consistent_random" if single_hop else "murmur2_random")
@@ -49,6 +50,10 @@ def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable
     m = worker.metrics()
     assert m["profilestream_events_applied_total"] == N_EVENTS
     assert m["profilestream_events_duplicate_total"] == 0
+    # the bench reads a burst's end from this gauge: the worker's clock at its last applying batch,
+    # set after that batch's outputs were made (their `updated_at`)
+    last_out = max(p["updated_at"] for p in outputs.profiles.values())
+    assert wall0 < last_out <= m["profilestream_last_applied_time_seconds"] <= time.time()
     assert not outputs.dlq
     assert_batch_phases(m, wait=batch_size > 1 and window_ms == 0)
     outputs.close()

@@ -1,0 +1,54 @@
+"""bench/profile.py: py-spy's folded stacks sorted into the report's categories."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.profile import IDLE, OTHER, categorize, format_profile
+
+PROC = "process (stream/agents.py:305);ProfileProcessor._process (stream/agents.py:340)"
+FOLDED = [
+    # the state write is inside the processor, and counts as the state write, not the processor
+    f"run (asyncio/events.py:80);{PROC};ManagedUserDict.__setitem__ (mode/utils/collections.py:600);"
+    "Store._set (faust/stores/rocksdb.py:480) 7",
+    f"run (asyncio/events.py:80);{PROC};ProfileModel.apply (model/runtime.py:300) 5",
+    f"run (asyncio/events.py:80);{PROC};ProfileModel.outputs (model/runtime.py:470);"
+    "ProfileModel.scores_topk_fused (model/runtime.py:250) 3",
+    f"run (asyncio/events.py:80);{PROC};ProfileModel.outputs (model/runtime.py:494) 2",
+    f"run (asyncio/events.py:80);{PROC} 4",
+    "run (asyncio/events.py:80);Sender._send_produce_req (aiokafka/producer/sender.py:200) 6",
+    "_run_once (asyncio/base_events.py:1900);EpollSelector.select (selectors.py:468) 10",
+    "_run_once (asyncio/base_events.py:1900);Handle._run (asyncio/events.py:84) 3",
+    "",
+    "not a folded line",
+]
+
+
+def _share(res: dict, name: str) -> float:
+    return next(c["samples"] for c in res["categories"] if c["category"] == name)
+
+
+def test_categorize_counts_each_stack_once_in_its_first_category() -> None:
+    res = categorize(FOLDED)
+    assert res["samples"] == 40 and res["idle_samples"] == 10 and res["busy_samples"] == 30
+    assert _share(res, "state write: RocksDB put + changelog record") == 7
+    assert _share(res, "model: LSTM step and bookkeeping (ProfileModel.apply)") == 5
+    assert _share(res, "model: scores and top-K") == 3
+    assert _share(res, "model: tags, reasons, output records (rest of ProfileModel.outputs)") == 2
+    assert _share(res, "rest of the profile processor") == 4
+    assert _share(res, "produce: aiokafka producer and sender, socket writes") == 6
+    assert _share(res, OTHER) == 3
+    assert all(c["category"] != IDLE for c in res["categories"])  # idle is reported apart, not as a share
+    assert sum(c["share_of_busy"] for c in res["categories"]) == pytest.approx(1.0)
+
+
+def test_format_profile_gives_microseconds_per_event_from_the_measured_cpu() -> None:
+    res = categorize(FOLDED)
+    for c in res["categories"]:
+        c["us_per_event"] = c["share_of_busy"] * 300.0
+    res.update({"settings": {"PROFILESTREAM_SINGLE_HOP": "1"}, "events": 1000, "rate": None, "hz": 100,
+                "run": {"events_per_s": 2000.0}, "worker_cpu_us_per_event": 300.0, "command": "profilestream bench profile"})
+    md = format_profile(res)
+    # the state write: 7 of 30 busy samples of 300 µs
+    assert "| state write: RocksDB put + changelog record | 23.3 % | 70 |" in md
+    assert md.index("state write") < md.index("produce:") < md.index("LSTM step")  # largest first
