@@ -29,14 +29,29 @@ def _print_results(metrics: dict[str, Any], *, buckets: bool = True) -> None:
             _print_user_groups(rows)
 
 
+#: An attribute's groups are printed when it has at most this many (occupation, 21 groups on
+#: ML-100k, is in the JSON only); the JSON has every group.
+PRINT_GROUPS_MAX = 12
+
+
 def _print_user_groups(rows: dict[str, Any]) -> None:
-    """Test NDCG@10 / HR@10 by the user's gender and age band, one column per model (occupations,
-    21 groups on ML-100k, are in the JSON only)."""
+    """Test NDCG@10 / HR@10 by user group, one column per model, for the attributes with at most
+    PRINT_GROUPS_MAX groups (on ML-100k gender and age band)."""
     names = [name for name, r in rows.items() if r.get("user_groups")]
     if not names:
         return
-    groups = [g for g in rows[names[0]]["user_groups"] if not g.startswith("occupation ")]
-    print("\n  test by user group, NDCG@10 / HR@10 (occupations: in the JSON, \"user_groups\")")
+    all_groups = list(rows[names[0]]["user_groups"])
+    per_attr: dict[str, list[str]] = {}
+    for g in all_groups:
+        per_attr.setdefault(g.split(" ", 1)[0], []).append(g)
+    groups = [g for gs in per_attr.values() if len(gs) <= PRINT_GROUPS_MAX for g in gs]
+    hidden = [a for a, gs in per_attr.items() if len(gs) > PRINT_GROUPS_MAX]
+    note = f" ({', '.join(hidden)}: in the JSON, \"user_groups\")" if hidden else ""
+    if not groups:
+        print(f"\n  test by user group: {', '.join(hidden)}: more than {PRINT_GROUPS_MAX} groups each, "
+              "in the JSON only (\"user_groups\")")
+        return
+    print(f"\n  test by user group, NDCG@10 / HR@10{note}")
     print("  | group | users | " + " | ".join(names) + " |")
     print("  |---|---:|" + "---:|" * len(names))
     for g in groups:
@@ -70,8 +85,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     s = Settings.from_env(state_dir=args.state_dir, artifact=args.artifact)
     out = args.out or s.artifact_path
     cfg = _train_config(args)
-    ds = load_dataset(args.dataset, s.cache_dir)
+    ds = load_dataset(args.dataset, s.cache_dir, users=args.users)
     print(f"training on {ds.name}: {len(ds)} events, {len(ds.item_ids)} items; config {cfg}", file=sys.stderr)
+    _note_user_attrs(ds)
     res = train(ds, cfg, cache=s.cache_dir, out=out)
     assert res.artifact is not None
     if args.json:
@@ -84,6 +100,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"trained in {res.seconds:.0f} s (best epoch {res.metrics['best_epoch']} of {res.metrics['epochs_run']}); "
               f"artifact {res.artifact.model_version} → {out}")
     return 0
+
+
+def _note_user_attrs(ds: Any) -> None:
+    """Say how many of the dataset's users the attributes cover (they only group the evaluation)."""
+    if ds.user_attrs:
+        users = set(ds.users.tolist())
+        known = len(users & set(ds.user_attrs))
+        print(f"user attributes: {known} of {len(users)} users ({', '.join(sorted({k for a in ds.user_attrs.values() for k in a}))}); "
+              "the evaluation is also broken down by them", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -101,7 +126,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     s = Settings.from_env(state_dir=args.state_dir, artifact=args.artifact)
     art = load_artifact(s.artifact_path)
     dataset = args.dataset or art.manifest.get("data", {}).get("name", "ml-100k")
-    ds = load_dataset(dataset, s.cache_dir)
+    ds = load_dataset(dataset, s.cache_dir, users=args.users)
+    _note_user_attrs(ds)
     if list(ds.item_ids) != art.catalogue.item_ids:
         print(f"error: artifact {art.model_version} was not trained on the catalogue of {dataset}", file=sys.stderr)
         return 2
@@ -224,11 +250,17 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     p.add_argument("--state-dir", type=Path, default=None)
 
 
+USERS_HELP = ("CSV (header with user_id and attribute columns) or JSONL file of user attributes, e.g. "
+              "user_id,age,gender,country: the evaluation is also broken down by them (never a model input; "
+              "for ml-100k it replaces the dataset's own)")
+
+
 def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     t = sub.add_parser("train", help="train the LSTM profile model and write an artifact",
                        description="Train on ML-100k or your own events (chronological leave-last-out split), "
                                    "evaluate against baselines, write the artifact the workers load.")
     _train_flags(t)
+    t.add_argument("--users", type=Path, default=None, help=USERS_HELP)
     t.add_argument("--out", type=Path, default=None, help="artifact directory (default STATE_DIR/model)")
     t.add_argument("--artifact", type=Path, default=None, help=argparse.SUPPRESS)
     t.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -236,10 +268,12 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
 
     e = sub.add_parser("evaluate", help="evaluate an artifact beside the baselines",
                        description="Full ranking over all items with the user's history masked; HR@10, NDCG@10, "
-                                   "MRR@10 on test and validation for the artifact and Pop, Markov-1, Markov-5 "
-                                   "(decayed) and ItemKNN; bucketed by item popularity.")
+                                   "MRR@10 on test and validation for the artifact and Pop, Pop over the last 30 "
+                                   "days, Markov-1, Markov-5 (decayed) and ItemKNN; bucketed by item popularity "
+                                   "and, with user attributes (ML-100k's, or --users), by user group.")
     e.add_argument("--artifact", type=Path, default=None, help="artifact directory (default STATE_DIR/model)")
     e.add_argument("--dataset", default=None, help="dataset (default: the one in the artifact's manifest)")
+    e.add_argument("--users", type=Path, default=None, help=USERS_HELP)
     e.add_argument("--out", type=Path, default=None, help="JSON output (default ARTIFACT/evaluation.json)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument("--state-dir", type=Path, default=None)

@@ -212,10 +212,67 @@ def load_events_file(path: Path) -> Dataset:
                    [[] for _ in item_ids], [], hashlib.sha256(path.read_bytes()).hexdigest()[:16])
 
 
-def load_dataset(name_or_path: str, cache: Path) -> Dataset:
-    if name_or_path == "ml-100k":
-        return load_ml100k(cache)
-    return load_events_file(Path(name_or_path))
+def load_users_file(path: Path) -> dict[str, dict[str, Any]]:
+    """User attributes for the evaluation's breakdown by group: a CSV file (a header row with
+    `user_id` and any attribute columns, e.g. `age,gender,country`) or a JSONL file (one object
+    per user with `user_id` and attributes). Values are strings or numbers; an empty value means
+    unknown. `age`, when all digits, becomes an int (the evaluation bands it). Never a model
+    input. A row without `user_id`, a user listed twice or a nested value raises `DataError`
+    naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such users file: {path}")
+    rows: Iterator[tuple[int, dict[str, Any]]]
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        def _jsonl() -> Iterator[tuple[int, dict[str, Any]]]:
+            with path.open(encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            rec = json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            raise DataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+                        if not isinstance(rec, dict):
+                            raise DataError(f"{path}:{n}: expected an object with user_id and attributes")
+                        yield n, rec
+        rows = _jsonl()
+    else:
+        def _csv() -> Iterator[tuple[int, dict[str, Any]]]:
+            with path.open(encoding="utf-8", newline="") as f:
+                yield from enumerate(csv.DictReader(f), 2)
+        rows = _csv()
+    out: dict[str, dict[str, Any]] = {}
+    first_line: dict[str, int] = {}
+    for n, rec in rows:
+        uid = rec.get("user_id")
+        if uid in (None, "") or isinstance(uid, (dict, list, bool)):
+            raise DataError(f"{path}:{n}: no user_id (a users file needs a user_id column or field)")
+        uid = str(uid)
+        if uid in out:
+            raise DataError(f"{path}:{n}: user {uid!r} is listed twice (first on line {first_line[uid]})")
+        attrs: dict[str, Any] = {}
+        for k, v in rec.items():
+            if k == "user_id" or k is None or v is None or v == "":
+                continue
+            if isinstance(v, (dict, list)):
+                raise DataError(f"{path}:{n}: attribute {k!r} is not a string or a number")
+            if k == "age" and isinstance(v, str) and v.strip().isdigit():
+                v = int(v)
+            attrs[str(k)] = v
+        out[uid] = attrs
+        first_line[uid] = n
+    if not out:
+        raise DataError(f"{path} lists no users")
+    return out
+
+
+def load_dataset(name_or_path: str, cache: Path, users: Path | None = None) -> Dataset:
+    """ML-100k or an events file; with `users`, the user attributes come from that file
+    (`load_users_file`; for ML-100k it replaces the dataset's own)."""
+    ds = load_ml100k(cache) if name_or_path == "ml-100k" else load_events_file(Path(name_or_path))
+    if users is not None:
+        ds.user_attrs = load_users_file(users)
+    return ds
 
 
 def chronological_split(ds: Dataset, *, min_events: int = 5) -> Split:

@@ -14,7 +14,7 @@ from .data import Dataset, Split
 
 __all__ = ["rank_of_targets", "metrics_from_ranks", "EvalSet", "build_eval_set", "baseline_scorers",
            "evaluate_scorer", "popularity_buckets", "user_groups", "format_table", "AGE_BANDS",
-           "RECENT_POP_DAYS", "recent_counts"]
+           "RECENT_POP_DAYS", "recent_counts", "MAX_GROUPS_PER_ATTRIBUTE"]
 
 K = 10
 
@@ -84,24 +84,47 @@ def popularity_buckets(ds: Dataset, split: Split) -> np.ndarray:
 AGE_BANDS = ((0, 25, "under 25"), (25, 35, "25-34"), (35, 50, "35-49"), (50, 1000, "50 and over"))
 
 
+#: An attribute with more distinct values than this is not split into groups (a zip code or a
+#: free-text field would make one group per user or so).
+MAX_GROUPS_PER_ATTRIBUTE = 50
+
+
 def user_groups(users: list[str], attrs: Mapping[str, Mapping[str, object]]) -> dict[str, np.ndarray]:
     """Boolean masks over `users` (an EvalSet's order): "gender F", "age 25-34", "occupation writer"
-    …, each group that has at least one user; {} when there are no attributes. A user without
-    attributes is in no group."""
+    …, each group that has at least one user; {} when there are no attributes. `age` is banded
+    (AGE_BANDS); any other attribute gives one group per distinct value, unless it has more than
+    MAX_GROUPS_PER_ATTRIBUTE. Gender first, then age, then the others in the order first seen. A
+    user without an attribute is in none of its groups."""
     if not attrs:
         return {}
     rows = [attrs.get(u, {}) for u in users]
+    keys: list[str] = []
+    for a in attrs.values():
+        keys.extend(k for k in a if k not in keys)
+    keys.sort(key=lambda k: (k != "gender", k != "age"))  # stable: the rest keep their order
     out: dict[str, np.ndarray] = {}
-    for g in sorted({str(r["gender"]) for r in rows if "gender" in r}):
-        out[f"gender {g}"] = np.array([r.get("gender") == g for r in rows])
-    ages = np.array([float(r["age"]) if "age" in r else np.nan for r in rows])
-    for lo, hi, label in AGE_BANDS:
-        m = (ages >= lo) & (ages < hi)
-        if m.any():
-            out[f"age {label}"] = m
-    for o in sorted({str(r["occupation"]) for r in rows if "occupation" in r}):
-        out[f"occupation {o}"] = np.array([r.get("occupation") == o for r in rows])
+    for key in keys:
+        if key == "age":
+            ages = np.array([_number(r.get("age")) for r in rows])
+            for lo, hi, label in AGE_BANDS:
+                m = (ages >= lo) & (ages < hi)
+                if m.any():
+                    out[f"age {label}"] = m
+            continue
+        values = sorted({str(r[key]) for r in rows if key in r})
+        if len(values) > MAX_GROUPS_PER_ATTRIBUTE:
+            continue
+        col = [str(r[key]) if key in r else None for r in rows]
+        for v in values:
+            out[f"{key} {v}"] = np.array([c == v for c in col])
     return out
+
+
+def _number(v: object) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 Scorer = Callable[[EvalSet], np.ndarray]  # → (U, N) scores

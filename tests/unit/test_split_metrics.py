@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -130,3 +132,71 @@ def test_recent_popularity_counts_training_events_in_the_window_before_each_targ
     sp = chronological_split(ds)
     es = build_eval_set(ds, sp, "test")
     assert list(es.target_ts) == [60 * day] and list(es.targets) == [5]
+
+
+def test_users_file_csv_and_jsonl_give_the_same_attributes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from model.data import load_users_file
+
+    (tmp_path / "u.csv").write_text("user_id,age,country,plan\n7,34,FR,\n8,,DE,pro\n")
+    (tmp_path / "u.jsonl").write_text('{"user_id": 7, "age": 34, "country": "FR"}\n\n'
+                                      '{"user_id": "8", "country": "DE", "plan": "pro", "age": null}\n')
+    want = {"7": {"age": 34, "country": "FR"}, "8": {"country": "DE", "plan": "pro"}}  # empty = unknown
+    assert load_users_file(tmp_path / "u.csv") == want
+    assert load_users_file(tmp_path / "u.jsonl") == want
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("dup.csv", "user_id,country\n1,FR\n2,DE\n1,IT\n", "dup.csv:4: user '1' is listed twice (first on line 2)"),
+    ("noid.csv", "uid,country\n1,FR\n", "noid.csv:2: no user_id"),
+    ("nested.jsonl", '{"user_id": "1", "tags": ["a"]}\n', "nested.jsonl:1: attribute 'tags' is not a string or a number"),
+    ("bad.jsonl", '{"user_id": "1"\n', "bad.jsonl:1: not valid JSON"),
+    ("empty.csv", "user_id,country\n", "lists no users"),
+])
+def test_users_file_errors_name_the_line(tmp_path, name: str, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    from model.data import load_users_file
+    from model.errors import DataError
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_users_file(tmp_path / name)
+
+
+def test_users_file_replaces_the_attributes_of_an_events_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from model.data import load_dataset
+
+    ev = tmp_path / "events.csv"
+    ev.write_text("user_id,item_id,type,ts\n" + "".join(f"u{u},i{i},view,{1_700_000_000 + 100 * u + i}\n"
+                                                          for u in (1, 2) for i in range(5)))
+    (tmp_path / "users.csv").write_text("user_id,country\nu1,FR\n")
+    assert load_dataset(str(ev), tmp_path).user_attrs == {}
+    assert load_dataset(str(ev), tmp_path, users=tmp_path / "users.csv").user_attrs == {"u1": {"country": "FR"}}
+
+
+def test_user_groups_of_any_attribute_and_none_for_one_with_too_many_values() -> None:
+    from model.evaluate import MAX_GROUPS_PER_ATTRIBUTE, user_groups
+
+    n = MAX_GROUPS_PER_ATTRIBUTE + 1
+    users = [f"u{i}" for i in range(n)]
+    # every user has its own zip (too many values: no groups); countries FR/DE; u0 has no country;
+    # the gender, though listed last, comes first, as on ML-100k
+    attrs = {u: {"zip": f"{10000 + i}", "country": "FR" if i % 2 else "DE", "gender": "F"} for i, u in enumerate(users)}
+    del attrs["u0"]["country"]
+    groups = user_groups(users, attrs)
+    assert list(groups) == ["gender F", "country DE", "country FR"]
+    assert groups["country FR"].tolist() == [i % 2 == 1 for i in range(n)]
+    assert groups["country DE"].tolist() == [i % 2 == 0 and i > 0 for i in range(n)]
+    assert groups["gender F"].all()
+
+
+def test_evaluate_prints_the_attributes_with_few_groups_and_names_the_others(capsys) -> None:  # type: ignore[no-untyped-def]
+    from model.cli import PRINT_GROUPS_MAX, _print_user_groups
+
+    m = {"NDCG@10": 0.5, "HR@10": 1.0, "n": 3}
+    many = {f"zip {i}": m for i in range(PRINT_GROUPS_MAX + 1)}
+    _print_user_groups({"LSTM": {"user_groups": {"gender F": m, **many, "country FR": m}}, "Pop": {}})
+    out = capsys.readouterr().out
+    assert "| gender F | 3 | 0.5000 / 1.0000 |" in out and "| country FR | 3 |" in out
+    assert "zip 0" not in out and '(zip: in the JSON, "user_groups")' in out
+    _print_user_groups({"LSTM": {"user_groups": many}})
+    assert capsys.readouterr().out.strip() == (f"test by user group: zip: more than {PRINT_GROUPS_MAX} groups each, "
+                                               'in the JSON only ("user_groups")')
