@@ -63,5 +63,11 @@ class WorkerMetrics:
             "state read and unpack), step (LSTM rounds and bookkeeping), write (pack, state write with its changelog "
             "record, rejected events to the DLQ, forgets), outputs (scores, top-K, tags, reasons, records), send "
             "(outputs handed to the producer)", ["phase"], buckets=_SECONDS_BUCKETS, registry=r)
+        pauses = Histogram(
+            "profilestream_gc_pause_seconds", "time the garbage collector stopped the worker, per collection of "
+            "generation 1 or 2 (a full collection walks every tracked object; PROFILESTREAM_GC_FREEZE)",
+            ["generation"], buckets=(1e-4, 1e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.2, 0.5, 1.0), registry=r)
+        #: generation → observe() of its histogram child, bound once (the gc callback runs often)
+        self.gc_pause = {g: pauses.labels(str(g)).observe for g in (1, 2)}
         self.lag = Gauge("profilestream_consumer_lag", "end offset minus committed offset, summed over the "
                          "worker's assigned partitions", ["topic"], registry=r)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from .settings import Settings
 
-__all__ = ["run_worker", "SHUTDOWN_GRACE_S", "EXIT_SHUTDOWN_TIMEOUT"]
+__all__ = ["run_worker", "SHUTDOWN_GRACE_S", "EXIT_SHUTDOWN_TIMEOUT", "watch_gc_pauses"]
 
 #: Seconds a clean stop may take before the worker exits hard. aiokafka retries metadata in a
 #: tight loop when the broker is gone, so a worker told to stop after its broker went away would
@@ -37,6 +39,25 @@ def _worker_class() -> Any:
             timer.start()
 
     return Worker
+
+
+def watch_gc_pauses(metrics: Any) -> None:
+    """Time every collection of generation 1 and 2 into `profilestream_gc_pause_seconds` (the
+    frequent generation-0 collections are left out: the callback would cost more than they do).
+    A full collection walks every object the worker holds (≈ 330,000 once torch, numba, Faust and
+    the model are loaded) and stops it for ≈ 200 ms on the 2-core bench machine; docs/operations.md
+    "Garbage-collector pauses"."""
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 0:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            metrics.gc_pause[info["generation"]](time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_gc)
 
 
 def run_worker(settings: Settings) -> None:
@@ -76,6 +97,8 @@ def run_worker(settings: Settings) -> None:
                                                       else "as arrived") + ", "
                     f"{'single-hop (events.raw keyed by user)' if settings.single_hop else 'two-hop'}, topics {settings.topic_prefix}*, "
                     f"web :{settings.web_port}")
+
+    watch_gc_pauses(app.metrics)
 
     @app.task
     async def announce() -> None:  # runs once the worker has set up logging (before that, INFO goes nowhere)

@@ -54,6 +54,8 @@ def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable
     # set after that batch's outputs were made (their `updated_at`)
     last_out = max(p["updated_at"] for p in outputs.profiles.values())
     assert wall0 < last_out <= m["profilestream_last_applied_time_seconds"] <= time.time()
+    # the worker times its collector's pauses: 5,000 events make many generation-1 collections
+    assert m['profilestream_gc_pause_seconds_count{generation="1"}'] > 0
     assert not outputs.dlq
     assert_batch_phases(m, wait=batch_size > 1 and window_ms == 0)
     outputs.close()
