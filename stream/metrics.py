@@ -65,7 +65,8 @@ class WorkerMetrics:
             "(outputs handed to the producer)", ["phase"], buckets=_SECONDS_BUCKETS, registry=r)
         pauses = Histogram(
             "profilestream_gc_pause_seconds", "time the garbage collector stopped the worker, per collection of "
-            "generation 1 or 2 (a full collection walks every tracked object; PROFILESTREAM_GC_FREEZE)",
+            "generation 1 or 2 (a full collection, generation 2, walks every tracked object; docs/operations.md "
+            "'Garbage-collector pauses')",
             ["generation"], buckets=(1e-4, 1e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.2, 0.5, 1.0), registry=r)
         #: generation → observe() of its histogram child, bound once (the gc callback runs often)
         self.gc_pause = {g: pauses.labels(str(g)).observe for g in (1, 2)}
