@@ -222,28 +222,11 @@ def load_users_file(path: Path) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such users file: {path}")
-    rows: Iterator[tuple[int, dict[str, Any]]]
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        def _jsonl() -> Iterator[tuple[int, dict[str, Any]]]:
-            with path.open(encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rec = json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            raise DataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-                        if not isinstance(rec, dict):
-                            raise DataError(f"{path}:{n}: expected an object with user_id and attributes")
-                        yield n, rec
-        rows = _jsonl()
-    else:
-        def _csv() -> Iterator[tuple[int, dict[str, Any]]]:
-            with path.open(encoding="utf-8", newline="") as f:
-                yield from enumerate(csv.DictReader(f), 2)
-        rows = _csv()
     out: dict[str, dict[str, Any]] = {}
     first_line: dict[str, int] = {}
-    for n, rec in rows:
+    for n, rec in _read_records(path):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{n}: expected an object with user_id and attributes")
         uid = rec.get("user_id")
         if uid in (None, "") or isinstance(uid, (dict, list, bool)):
             raise DataError(f"{path}:{n}: no user_id (a users file needs a user_id column or field)")
