@@ -69,6 +69,8 @@ def _train_config(args: argparse.Namespace) -> Any:
                                           "label_smoothing", "ema", "weight_decay") if getattr(args, k, None) is not None}
     if getattr(args, "no_text", False):
         over["use_text"] = False
+    if getattr(args, "no_item_bias", False):
+        over["item_bias"] = False
     if getattr(args, "no_id", False):
         over["use_id"] = False
     if getattr(args, "no_text_whiten", False):
@@ -245,6 +247,8 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
                         "to score in full at every step (default 0 = full softmax over the catalogue)")
     p.add_argument("--neg-sampler", choices=["uniform", "popularity"],
                    help="where --negatives are drawn from (default popularity: (training count + 1)^0.75)")
+    p.add_argument("--no-item-bias", action="store_true",
+                   help="no learned per-item score bias: score = user vector · item vector (default: with the bias)")
     p.add_argument("--no-text", action="store_true", help="ablation: ID embeddings only")
     p.add_argument("--no-id", action="store_true", help="ablation: text features only")
     p.add_argument("--state-dir", type=Path, default=None)
