@@ -295,3 +295,36 @@ def test_input_dropout_is_the_input_rate_alone_and_unset_means_one_rate() -> Non
     assert ModelConfig.from_dict(ModelConfig(**base, input_dropout=0.2).to_dict()).input_dropout == 0.2
     with pytest.raises(ModelConfigError, match="input_dropout"):
         ModelConfig(**base, input_dropout=1.0)
+
+
+def test_no_item_bias_keeps_the_bias_at_zero_through_training() -> None:
+    import argparse
+
+    import torch
+
+    from model.cli import _train_config
+    from model.lstm import ModelConfig, ProfileLSTM
+
+    # the flag reaches the training config …
+    flags = dict(no_text=False, no_id=False, no_text_whiten=False)
+    assert _train_config(argparse.Namespace(no_item_bias=True, **flags)).item_bias is False
+    assert _train_config(argparse.Namespace(no_item_bias=False, **flags)).item_bias is True
+    # … and a model without the bias scores user · item alone, however it is trained
+    torch.manual_seed(0)
+    net = ProfileLSTM(ModelConfig(n_items=6, n_cats=2, text_dim=0, use_text=False, item_bias=False), None)
+    with_bias = ProfileLSTM(ModelConfig(n_items=6, n_cats=2, text_dim=0, use_text=False), None)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    opt_b = torch.optim.Adam(with_bias.parameters(), lr=0.1)
+    args = (torch.tensor([[1, 2, 3]]), torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3), torch.ones(1, 3),
+            torch.tensor([3]))
+    for model, o in ((net, opt), (with_bias, opt_b)):
+        for _ in range(3):
+            u, v = model(*args)
+            loss = torch.nn.functional.cross_entropy(model.score(u, v)[0], torch.tensor([2, 3, 4]))
+            o.zero_grad()
+            loss.backward()
+            o.step()
+    assert torch.count_nonzero(net.bias) == 0
+    assert torch.count_nonzero(with_bias.bias) > 0  # the same training moves a bias that is on
+    u, v = net(*args)
+    assert torch.allclose(net.score(u, v), u @ v.T)
