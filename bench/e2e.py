@@ -96,8 +96,7 @@ class Pipeline:
     sent: int = 0
 
     def applied(self) -> float:
-        assert self.worker is not None
-        return self.worker.metrics().get("profilestream_events_applied_total", 0.0)
+        return self.applied_at()[0]
 
     def applied_at(self) -> tuple[float, float]:
         """(events applied, Unix time the worker last finished a batch that applied some), one scrape."""

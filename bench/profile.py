@@ -106,6 +106,7 @@ def run_profile(base: Settings, env: dict[str, str], *, events: int, out: Path, 
                           state_dir=base.state_dir, artifact=base.artifact_path)
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "profile.txt"
+    raw.unlink(missing_ok=True)  # a file from an earlier run must not pass for this one's samples
     info = broker_up(base, quiet=True)
     items = load_artifact(base.artifact_path).catalogue.item_ids
     tmp = Path(tempfile.mkdtemp(prefix="profilestream-profile-"))
@@ -115,14 +116,16 @@ def run_profile(base: Settings, env: dict[str, str], *, events: int, out: Path, 
         try:
             throughput_run(p, n=max(200, min(2000, events // 10)), items=items, broker_pid=info.pid)  # warm-up
             assert p.worker is not None and p.worker.proc is not None
-            proc = subprocess.Popen([spy, "record", "--nonblocking", "-r", str(hz), "-f", "raw", "-o", str(raw),
-                                     "-p", str(p.worker.proc.pid)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            # py-spy's messages go to a file: a pipe nobody reads while it samples could fill and stop it
+            spy_log = tmp / "py-spy.log"
+            with spy_log.open("w") as log_f:
+                proc = subprocess.Popen([spy, "record", "--nonblocking", "-r", str(hz), "-f", "raw", "-o", str(raw),
+                                         "-p", str(p.worker.proc.pid)], stdout=subprocess.DEVNULL, stderr=log_f)
             time.sleep(1.0)  # py-spy attaches
             if proc.poll() is not None:
                 raise ConfigError(f"py-spy could not attach to the worker (pid {p.worker.proc.pid}): "
-                                  f"{(proc.stderr.read() if proc.stderr else '').strip()[-400:]} — it needs ptrace "
-                                  "permission (run as the worker's user; in a container, add CAP_SYS_PTRACE)")
+                                  f"{_tail(spy_log)} — it needs ptrace permission (run as the worker's user; in a "
+                                  "container, add CAP_SYS_PTRACE)")
             print(f"py-spy sampling the worker at {hz} Hz", file=sys.stderr)
             try:
                 if rate:
@@ -140,13 +143,12 @@ def run_profile(base: Settings, env: dict[str, str], *, events: int, out: Path, 
                     proc.kill()
         finally:
             p.stop()
+        if not raw.exists():
+            raise ConfigError(f"py-spy wrote no samples to {raw}; its message: {_tail(spy_log)}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if info.started_by_us:
             broker_down(base)
-    if not raw.exists():
-        raise ConfigError(f"py-spy wrote no samples to {raw}; its message: "
-                          f"{(proc.stderr.read() if proc.stderr else '').strip()[-400:]}")
     with raw.open() as f:
         res = categorize(f)
     for c in res["categories"]:
@@ -157,6 +159,14 @@ def run_profile(base: Settings, env: dict[str, str], *, events: int, out: Path, 
     (out / "profile.json").write_text(json.dumps(res, indent=1))
     (out / "profile.md").write_text(format_profile(res) + "\n")
     return res
+
+
+def _tail(path: Path, chars: int = 400) -> str:
+    """The end of a log file, for an error message."""
+    try:
+        return path.read_text(errors="replace").strip()[-chars:] or "(no output)"
+    except OSError:
+        return "(no output)"
 
 
 def format_profile(res: dict[str, Any]) -> str:

@@ -24,20 +24,20 @@ FOLDED = [
 ]
 
 
-def _share(res: dict, name: str) -> float:
+def _samples(res: dict, name: str) -> float:
     return next(c["samples"] for c in res["categories"] if c["category"] == name)
 
 
 def test_categorize_counts_each_stack_once_in_its_first_category() -> None:
     res = categorize(FOLDED)
     assert res["samples"] == 40 and res["idle_samples"] == 10 and res["busy_samples"] == 30
-    assert _share(res, "state write: RocksDB put + changelog record") == 7
-    assert _share(res, "model: LSTM step and bookkeeping (ProfileModel.apply)") == 5
-    assert _share(res, "model: scores and top-K") == 3
-    assert _share(res, "model: tags, reasons, output records (rest of ProfileModel.outputs)") == 2
-    assert _share(res, "rest of the profile processor") == 4
-    assert _share(res, "produce: aiokafka producer and sender, socket writes") == 6
-    assert _share(res, OTHER) == 3
+    assert _samples(res, "state write: RocksDB put + changelog record") == 7
+    assert _samples(res, "model: LSTM step and bookkeeping (ProfileModel.apply)") == 5
+    assert _samples(res, "model: scores and top-K") == 3
+    assert _samples(res, "model: tags, reasons, output records (rest of ProfileModel.outputs)") == 2
+    assert _samples(res, "rest of the profile processor") == 4
+    assert _samples(res, "produce: aiokafka producer and sender, socket writes") == 6
+    assert _samples(res, OTHER) == 3
     assert all(c["category"] != IDLE for c in res["categories"])  # idle is reported apart, not as a share
     assert sum(c["share_of_busy"] for c in res["categories"]) == pytest.approx(1.0)
 
