@@ -1,12 +1,12 @@
 # profilestream worker image (used by docker-compose.yml).
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml constraints.txt README.md ./
 COPY model ./model
 COPY stream ./stream
 COPY bench ./bench
 COPY deploy ./deploy
-RUN pip install --no-cache-dir -e . \
+RUN pip install --no-cache-dir -c constraints.txt -e . \
     && useradd --create-home --uid 10001 app && mkdir -p /state /cache && chown app /state /cache
 USER app
 # /metrics and /ready; inside a container the web server must bind all interfaces.
