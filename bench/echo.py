@@ -17,7 +17,9 @@ def run_echo_worker(settings: Settings) -> None:
     from stream.agents import send_output
     from stream.app import create_app_shell
     from stream.topics import ensure_topics
+    from stream.worker import use_event_loop
 
+    use_event_loop(settings)
     ensure_topics(settings)
     app = create_app_shell(settings, model=None)  # type: ignore[arg-type]  (output producer included)
     raw = app.topic(settings.topic("events.raw"), key_type=bytes, value_type=bytes)

@@ -94,6 +94,10 @@ class Settings:
         "with the librdkafka output producer: when a flush has waited this long for its records (or its queue "
         "stayed full this long) although the broker answers and leads their partitions, the worker exits with "
         "status 74 (a stuck producer; a supervisor restarts it); 0 = off", default=60.0)
+    event_loop: Literal["asyncio", "uvloop"] = _env(
+        "PROFILESTREAM_EVENT_LOOP",
+        "event loop of the worker (and of the bench's Faust echo floor): asyncio = the standard library's, "
+        "uvloop = libuv's (docs/operations.md 'Event loop')", default="asyncio")
     standby_replicas: int = _env("PROFILESTREAM_STANDBY_REPLICAS", "standby replicas of the state table", default=1)
     log_level: str = _env("PROFILESTREAM_LOG_LEVEL", "worker log level", default="info")
     pseudonym_key: str = _env("PROFILESTREAM_PSEUDONYM_KEY",
@@ -124,6 +128,8 @@ class Settings:
         if self.output_client not in ("faust", "faust-topic", "librdkafka"):
             raise ConfigError("PROFILESTREAM_OUTPUT_CLIENT must be faust, faust-topic or librdkafka, got "
                               f"{self.output_client!r}")
+        if self.event_loop not in ("asyncio", "uvloop"):
+            raise ConfigError(f"PROFILESTREAM_EVENT_LOOP must be asyncio or uvloop, got {self.event_loop!r}")
         if self.output_stuck_s < 0:
             raise ConfigError("PROFILESTREAM_OUTPUT_STUCK_S must be >= 0 (0 = off)")
         if self.top_k < 1:

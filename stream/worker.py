@@ -9,9 +9,10 @@ import threading
 import time
 from typing import Any
 
+from .errors import ConfigError
 from .settings import Settings
 
-__all__ = ["run_worker", "SHUTDOWN_GRACE_S", "EXIT_SHUTDOWN_TIMEOUT", "watch_gc_pauses"]
+__all__ = ["run_worker", "use_event_loop", "SHUTDOWN_GRACE_S", "EXIT_SHUTDOWN_TIMEOUT", "watch_gc_pauses"]
 
 #: Seconds a clean stop may take before the worker exits hard. aiokafka retries metadata in a
 #: tight loop when the broker is gone, so a worker told to stop after its broker went away would
@@ -60,7 +61,22 @@ def watch_gc_pauses(metrics: Any) -> None:
     gc.callbacks.append(on_gc)
 
 
+def use_event_loop(settings: Settings) -> None:
+    """Make the event loop Faust will create the one `settings.event_loop` names. Must run before
+    anything creates a loop (the Faust app, its topics)."""
+    if settings.event_loop == "uvloop":
+        import asyncio
+
+        try:
+            import uvloop
+        except ImportError as exc:  # a dependency of the project: only a broken install lacks it
+            raise ConfigError("PROFILESTREAM_EVENT_LOOP=uvloop but uvloop is not installed: run "
+                              "`pip install uvloop` (or `make demo` / `make test`, which install it)") from exc
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def run_worker(settings: Settings) -> None:
+    use_event_loop(settings)
     import torch
 
     from model import ProfileModel
@@ -102,6 +118,9 @@ def run_worker(settings: Settings) -> None:
 
     @app.task
     async def announce() -> None:  # runs once the worker has set up logging (before that, INFO goes nowhere)
+        import asyncio
+
+        notes[0] += f", event loop {type(asyncio.get_running_loop()).__module__.split('.')[0]}"
         for note in notes:
             logging.getLogger("profilestream").info("%s", note)
 

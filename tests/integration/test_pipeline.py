@@ -22,14 +22,16 @@ pytestmark = pytest.mark.integration
 N_EVENTS = 5000
 
 
-@pytest.mark.parametrize("batch_size,single_hop,window_ms", [(1, False, 5.0), (64, False, 5.0), (64, True, 5.0),
-                                                            (64, False, 0.0), (64, True, 0.0)],
-                         ids=["per-event", "batch64", "batch64-single-hop", "batch64-no-window",
-                              "batch64-single-hop-no-window"])
+@pytest.mark.parametrize("batch_size,single_hop,window_ms,loop", [
+    (1, False, 5.0, "asyncio"), (64, False, 5.0, "asyncio"), (64, True, 5.0, "uvloop"), (64, False, 0.0, "asyncio"),
+    (64, True, 0.0, "asyncio")],
+    ids=["per-event", "batch64", "batch64-single-hop-uvloop", "batch64-no-window", "batch64-single-hop-no-window"])
 def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable[..., Worker], batch_size: int,
-                             single_hop: bool, window_ms: float) -> None:
-    """window_ms 0: micro-batches of what has arrived (stream/take.py) instead of Faust's take_events."""
-    s = stream_settings.with_(batch_size=batch_size, single_hop=single_hop, batch_window_ms=window_ms)
+                             single_hop: bool, window_ms: float, loop: str) -> None:
+    """window_ms 0: micro-batches of what has arrived (stream/take.py) instead of Faust's take_events.
+    One case runs the worker on uvloop (PROFILESTREAM_EVENT_LOOP) instead of asyncio's loop."""
+    s = stream_settings.with_(batch_size=batch_size, single_hop=single_hop, batch_window_ms=window_ms,
+                              event_loop=loop)
     events = list(iter_dataset_events("ml-100k", s))[:N_EVENTS]
     histories = by_user(events)
     assert len(events) == N_EVENTS and len(histories) >= 50
@@ -58,6 +60,7 @@ def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable
     assert m['profilestream_gc_pause_seconds_count{generation="1"}'] > 0
     assert not outputs.dlq
     assert_batch_phases(m, wait=batch_size > 1 and window_ms == 0)
+    assert f"event loop {loop}" in worker.tail(10**6), "the worker's start-up note names another event loop"
     outputs.close()
 
 

@@ -55,3 +55,28 @@ def test_batch_window_zero_is_allowed_and_negative_is_refused() -> None:
         Settings.from_env(environ={"PROFILESTREAM_BATCH_WINDOW_MS": "-1"})
     with pytest.raises(ConfigError, match="cpu_kernel|PROFILESTREAM_CPU_KERNEL"):
         Settings.from_env(environ={"PROFILESTREAM_CPU_KERNEL": "cuda"})
+
+
+def test_event_loop_setting_installs_the_named_loop_and_refuses_unknown_names() -> None:
+    import asyncio
+
+    import uvloop
+
+    from stream.errors import ConfigError
+    from stream.settings import Settings
+    from stream.worker import use_event_loop
+
+    with pytest.raises(ConfigError, match="PROFILESTREAM_EVENT_LOOP must be asyncio or uvloop, got 'trio'"):
+        Settings.from_env(environ={"PROFILESTREAM_EVENT_LOOP": "trio"})
+    before = asyncio.get_event_loop_policy()
+    try:
+        use_event_loop(Settings.from_env(environ={}))  # the default leaves the standard loop alone
+        assert asyncio.get_event_loop_policy() is before
+        use_event_loop(Settings.from_env(environ={"PROFILESTREAM_EVENT_LOOP": "uvloop"}))
+        loop = asyncio.new_event_loop()
+        try:
+            assert isinstance(loop, uvloop.Loop)
+        finally:
+            loop.close()
+    finally:
+        asyncio.set_event_loop_policy(before)
