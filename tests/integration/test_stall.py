@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import time
 from itertools import islice
+from typing import Callable
 
 import pytest
 
+from model import ProfileModel
 from stream import Settings
 from stream.replay import iter_dataset_events, produce_events
 from stream.stall import EXIT_STALLED
 
 from .conftest import REPO, Worker, wait_for
+from .helpers import Outputs, assert_parity, caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +37,40 @@ def test_a_stalled_worker_exits_with_75_and_names_the_cause(stream_settings: Set
     assert f"records wait in {s.topic('events')}[" in text  # the profile agent's partition, not events.raw
     assert took >= 3.0  # not before the configured time
     print(f"\n[stall watchdog] exited {EXIT_STALLED} {took:.1f} s after the events were sent")
+
+
+def test_a_worker_whose_fetches_stop_is_ended_and_a_fresh_one_applies_every_event(
+        stream_settings: Settings, worker_factory: Callable[..., Worker]) -> None:
+    """The upstream stall's symptom, injected: after the first batch no fetch is answered, silently,
+    while the group stays joined. The watchdog must end that worker, and the worker started after
+    it must apply every event exactly once."""
+    s = stream_settings.with_(batch_size=1, stall_exit_s=3.0, standby_replicas=0)
+    first = next(iter(iter_dataset_events("ml-100k", s)))
+    events = [e for e in islice(iter_dataset_events("ml-100k", s), 2000) if e["user_id"] == first["user_id"]][:20]
+    assert len(events) >= 5
+    log = stream_settings.state_dir.parent / "deaf.log"
+    deaf = Worker(s, log, module="tests.integration.deaf_worker", args=(), cwd=REPO).start()
+    outputs = Outputs(s)
+    produce_events(s, events[:1], progress=False)
+    wait_for(lambda: caught_up(outputs, {first["user_id"]: 1}), timeout=60, what="the first event applied",
+             poll=outputs.poll)
+    t0 = time.monotonic()
+    produce_events(s, events[1:], progress=False)  # fetched by nobody
+    wait_for(lambda: not deaf.alive(), timeout=90, what="the deaf worker to exit")
+    took = time.monotonic() - t0
+    assert deaf.proc is not None and deaf.proc.returncode == EXIT_STALLED, deaf.tail()
+    assert "stalled: the agents saw no event for over 3 s while" in log.read_text(errors="replace")
+    assert outputs.profiles[first["user_id"]]["events_seen"] == 1  # the rest really waited
+    fresh = worker_factory(s, "fresh").start()
+    wait_for(lambda: caught_up(outputs, {first["user_id"]: len(events)}), timeout=120,
+             what=f"all {len(events)} events applied by the fresh worker", poll=outputs.poll)
+    m = fresh.metrics()
+    assert m["profilestream_events_applied_total"] == len(events) - 1, m
+    assert m["profilestream_events_duplicate_total"] == 0
+    assert_parity(ProfileModel.load(s.artifact_path), outputs, {first["user_id"]: events}, s.top_k)
+    outputs.close()
+    print(f"\n[stall watchdog] deaf fetcher: exited {EXIT_STALLED} {took:.1f} s after the events were sent; "
+          f"a fresh worker applied the other {len(events) - 1}")
 
 
 def test_a_worker_exits_when_the_stable_group_leaves_source_partitions_to_nobody(stream_settings: Settings) -> None:
