@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from itertools import islice
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -20,11 +20,18 @@ from .helpers import Outputs, assert_parity, caught_up
 pytestmark = pytest.mark.integration
 
 
+def _one_users_events(s: Settings) -> list[dict[str, Any]]:
+    """Up to 20 ML-100k events of the first user: one user, one partition, so later records wait
+    behind whatever holds the first."""
+    uid = next(iter(iter_dataset_events("ml-100k", s)))["user_id"]
+    events = [e for e in islice(iter_dataset_events("ml-100k", s), 2000) if e["user_id"] == uid][:20]
+    assert len(events) >= 5
+    return events
+
+
 def test_a_stalled_worker_exits_with_75_and_names_the_cause(stream_settings: Settings, tmp_path: object) -> None:
     s = stream_settings.with_(batch_size=1, stall_exit_s=3.0, standby_replicas=0)
-    first = next(iter(iter_dataset_events("ml-100k", s)))
-    events = [e for e in islice(iter_dataset_events("ml-100k", s), 2000) if e["user_id"] == first["user_id"]][:20]
-    assert len(events) >= 5  # one user: one partition, so records wait behind the hung batch
+    events = _one_users_events(s)
     log = stream_settings.state_dir.parent / "stalled.log"
     w = Worker(s, log, module="tests.integration.stalled_worker", args=(), cwd=REPO).start()
     t0 = time.monotonic()
@@ -45,9 +52,8 @@ def test_a_worker_whose_fetches_stop_is_ended_and_a_fresh_one_applies_every_even
     while the group stays joined. The watchdog must end that worker, and the worker started after
     it must apply every event exactly once."""
     s = stream_settings.with_(batch_size=1, stall_exit_s=3.0, standby_replicas=0)
-    first = next(iter(iter_dataset_events("ml-100k", s)))
-    events = [e for e in islice(iter_dataset_events("ml-100k", s), 2000) if e["user_id"] == first["user_id"]][:20]
-    assert len(events) >= 5
+    events = _one_users_events(s)
+    first = events[0]
     log = stream_settings.state_dir.parent / "deaf.log"
     deaf = Worker(s, log, module="tests.integration.deaf_worker", args=(), cwd=REPO).start()
     outputs = Outputs(s)
