@@ -71,7 +71,8 @@ def use_event_loop(settings: Settings) -> None:
             import uvloop
         except ImportError as exc:  # a dependency of the project: only a broken install lacks it
             raise ConfigError("PROFILESTREAM_EVENT_LOOP=uvloop but uvloop is not installed: run "
-                              "`pip install uvloop` (or `make demo` / `make test`, which install it)") from exc
+                              "`pip install uvloop` (or `make demo` / `make test`, which install it); on Windows, "
+                              "where uvloop does not run, use PROFILESTREAM_EVENT_LOOP=asyncio") from exc
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
