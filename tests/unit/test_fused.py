@@ -30,27 +30,43 @@ def _lstm_reference(h, c, items, types, vals, gaps, p_item, p_type, w_val, w_gap
     return (torch.sigmoid(o) * torch.tanh(c2)).numpy(), c2.numpy()
 
 
+def _random_step(rng: np.random.Generator, B: int, H: int, n_items: int, n_types: int) -> dict:
+    """Random inputs of one LSTM step for B users, with the gate weights unscaled."""
+    f32 = np.float32
+    d = dict(p_item=rng.normal(0, 1, (n_items, 4 * H)).astype(f32),
+             p_type=rng.normal(0, 1, (n_types, 4 * H)).astype(f32))
+    d["w_val"], d["w_gap"], d["b"] = (rng.normal(0, 1, 4 * H).astype(f32) for _ in range(3))
+    d.update(W_hh=rng.normal(0, 1 / np.sqrt(H), (4 * H, H)).astype(f32),
+             h=rng.normal(0, 1, (B, H)).astype(f32),
+             c=rng.normal(0, 2, (B, H)).astype(f32),
+             items=rng.integers(0, n_items, B),
+             types=rng.integers(0, n_types, B),
+             vals=rng.normal(0, 1, B).astype(f32),
+             gaps=rng.uniform(0, 2, B).astype(f32))
+    return d
+
+
+def _halves(H: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' pre-halving of the sigmoid gates (i, f, o) and the +0.5 that undoes it."""
+    half = np.full(4 * H, 0.5, np.float32)
+    half[2 * H:3 * H] = 1.0
+    return half, np.where(half == 0.5, 0.5, 0.0).astype(np.float32)
+
+
+def _reference(d: dict) -> tuple[np.ndarray, np.ndarray]:
+    return _lstm_reference(d["h"], d["c"], d["items"], d["types"], d["vals"], d["gaps"], d["p_item"],
+                           d["p_type"], d["w_val"], d["w_gap"], d["b"], d["W_hh"])
+
+
 @pytest.mark.parametrize("B,H", [(1, 8), (5, 13), (3, 128)])
 def test_lstm_rows_equals_torch_lstm_equations(B: int, H: int) -> None:
-    rng = np.random.default_rng(B * 100 + H)
-    f32 = np.float32
-    n_items, n_types = 7, 3
-    p_item = rng.normal(0, 1, (n_items, 4 * H)).astype(f32)
-    p_type = rng.normal(0, 1, (n_types, 4 * H)).astype(f32)
-    w_val, w_gap, b = (rng.normal(0, 1, 4 * H).astype(f32) for _ in range(3))
-    W_hh = rng.normal(0, 1 / np.sqrt(H), (4 * H, H)).astype(f32)
-    h = rng.normal(0, 1, (B, H)).astype(f32)
-    c = rng.normal(0, 2, (B, H)).astype(f32)
-    items = rng.integers(0, n_items, B)
-    types = rng.integers(0, n_types, B)
-    vals, gaps = rng.normal(0, 1, B).astype(f32), rng.uniform(0, 2, B).astype(f32)
-    half = np.full(4 * H, 0.5, f32)
-    half[2 * H:3 * H] = 1.0
-    add = np.where(half == 0.5, 0.5, 0.0).astype(f32)
-    h2, c2 = np.empty_like(h), np.empty_like(c)
-    fused.lstm_rows(h, c, items, types, vals, gaps, p_item * half, p_type * half, w_val * half, w_gap * half,
-                    b * half, W_hh * half[:, None], half, add, h2, c2)
-    rh, rc = _lstm_reference(h, c, items, types, vals, gaps, p_item, p_type, w_val, w_gap, b, W_hh)
+    d = _random_step(np.random.default_rng(B * 100 + H), B, H, n_items=7, n_types=3)
+    half, add = _halves(H)
+    h2, c2 = np.empty_like(d["h"]), np.empty_like(d["c"])
+    fused.lstm_rows(d["h"], d["c"], d["items"], d["types"], d["vals"], d["gaps"], d["p_item"] * half,
+                    d["p_type"] * half, d["w_val"] * half, d["w_gap"] * half, d["b"] * half,
+                    d["W_hh"] * half[:, None], half, add, h2, c2)
+    rh, rc = _reference(d)
     np.testing.assert_allclose(h2, rh, atol=2e-6, rtol=0)
     np.testing.assert_allclose(c2, rc, atol=4e-6, rtol=0)
 
@@ -58,26 +74,14 @@ def test_lstm_rows_equals_torch_lstm_equations(B: int, H: int) -> None:
 @pytest.mark.parametrize("B,H", [(1, 8), (40, 128)])
 def test_lstm_finish_rows_equals_torch_lstm_equations(B: int, H: int) -> None:
     """The bigger-batch kernel, given the recurrent product from BLAS, gives the same step."""
-    rng = np.random.default_rng(B * 7 + H)
-    f32 = np.float32
-    n_items, n_types = 9, 4
-    p_item = rng.normal(0, 1, (n_items, 4 * H)).astype(f32)
-    p_type = rng.normal(0, 1, (n_types, 4 * H)).astype(f32)
-    w_val, w_gap, b = (rng.normal(0, 1, 4 * H).astype(f32) for _ in range(3))
-    W_hh = rng.normal(0, 1 / np.sqrt(H), (4 * H, H)).astype(f32)
-    h = rng.normal(0, 1, (B, H)).astype(f32)
-    c = rng.normal(0, 2, (B, H)).astype(f32)
-    items = rng.integers(0, n_items, B)
-    types = rng.integers(0, n_types, B)
-    vals, gaps = rng.normal(0, 1, B).astype(f32), rng.uniform(0, 2, B).astype(f32)
-    half = np.full(4 * H, 0.5, f32)
-    half[2 * H:3 * H] = 1.0
-    add = np.where(half == 0.5, 0.5, 0.0).astype(f32)
-    g_hh = h @ (W_hh * half[:, None]).T
-    h2, c2 = np.empty_like(h), np.empty_like(c)
-    fused.lstm_finish_rows(g_hh, c, items, types, vals, gaps, p_item * half, p_type * half, w_val * half,
-                           w_gap * half, b * half, half, add, h2, c2)
-    rh, rc = _lstm_reference(h, c, items, types, vals, gaps, p_item, p_type, w_val, w_gap, b, W_hh)
+    d = _random_step(np.random.default_rng(B * 7 + H), B, H, n_items=9, n_types=4)
+    half, add = _halves(H)
+    g_hh = d["h"] @ (d["W_hh"] * half[:, None]).T
+    h2, c2 = np.empty_like(d["h"]), np.empty_like(d["c"])
+    fused.lstm_finish_rows(g_hh, d["c"], d["items"], d["types"], d["vals"], d["gaps"], d["p_item"] * half,
+                           d["p_type"] * half, d["w_val"] * half, d["w_gap"] * half, d["b"] * half, half, add,
+                           h2, c2)
+    rh, rc = _reference(d)
     np.testing.assert_allclose(h2, rh, atol=2e-6, rtol=0)
     np.testing.assert_allclose(c2, rc, atol=4e-6, rtol=0)
 
