@@ -10,6 +10,7 @@ carries it into `source_event_ts`. Producer, consumer and worker run on one mach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -168,6 +169,21 @@ class _Collector(threading.Thread):
                 self.last_rx = now
         self.reader.close()
 
+    def finish(self) -> None:
+        """Stop collecting and close the reader; safe to call twice."""
+        self.stop_flag.set()
+        if self.is_alive():
+            self.join(5)
+
+    def __enter__(self) -> "_Collector":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Also on Ctrl-C / SIGTERM: the reader must close before the bench stops a broker it
+        # started, or librdkafka logs a page of reconnect failures on the way out.
+        self.finish()
+
 
 def latency_split(samples: list[tuple[float, float, float]]) -> dict[str, float]:
     """Where each output's latency went, split at the output record's CreateTime (set by the
@@ -279,19 +295,16 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
     """Send `rate` events/s for `seconds`; latency of every output until the pipeline has worked
     off all of them (an overloaded pipeline's backlog is part of its latency, and must not leak
     into the next run)."""
-    col = _Collector(p)
-    col.start()
-    before = p.worker.metrics() if p.coalesces and p.worker is not None else None
-    n = int(rate * seconds)
-    first = _produce(p, rate=rate, n=n, items=items)
-    p.sent += n
-    if p.coalesces:
-        drained = _drain(p, _applied_all(p), drain_timeout, SCRAPE_EVERY_S)
-        _drain(p, lambda: time.time() - col.last_rx > 0.5, 5.0)  # the last outputs of the last batch
-    else:
-        drained = _drain(p, lambda: len(col.samples) >= n, drain_timeout)
-    col.stop_flag.set()
-    col.join(5)
+    with _Collector(p) as col:
+        before = p.worker.metrics() if p.coalesces and p.worker is not None else None
+        n = int(rate * seconds)
+        first = _produce(p, rate=rate, n=n, items=items)
+        p.sent += n
+        if p.coalesces:
+            drained = _drain(p, _applied_all(p), drain_timeout, SCRAPE_EVERY_S)
+            _drain(p, lambda: time.time() - col.last_rx > 0.5, 5.0)  # the last outputs of the last batch
+        else:
+            drained = _drain(p, lambda: len(col.samples) >= n, drain_timeout)
     phases = worker_phases(before, p.worker.metrics()) if before is not None and p.worker is not None else {}
     kept = [s for s in col.samples if s[0] >= first + warmup]
     lat = np.array([(rx - ts) * 1e3 for ts, _, rx in kept])
@@ -320,31 +333,28 @@ def throughput_run(p: Pipeline, *, n: int, items: list[str], timeout: float = 18
         print(f"  {p.name}: still working off earlier events after {DRAIN_TIMEOUT_S:.0f} s; "
               "the throughput below is measured behind that backlog", file=sys.stderr)
     col = None if p.coalesces else _Collector(p)
-    if col is not None:
-        col.start()
-    before = p.applied() if col is None else 0.0
-    meter = _CpuMeter(p.worker.proc.pid if p.worker is not None and p.worker.proc is not None else None, broker_pid)
-    meter.start()
-    first = _produce(p, rate=None, n=n, items=items)
-    p.sent += n
-    done = None
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if col is not None:
-            if len(col.samples) >= n:
-                done = max(rx for _, _, rx in col.samples)
-                break
-            time.sleep(0.05)
-        else:  # the end is the worker's own time of its last applying batch: no need to poll often
-            applied, at = p.applied_at()
-            if applied - before >= n:
-                done = at
-                break
-            time.sleep(SCRAPE_EVERY_S)
-    cpu = meter.stop(n, end=done)
-    if col is not None:
-        col.stop_flag.set()
-        col.join(5)
+    with col if col is not None else contextlib.nullcontext():
+        before = p.applied() if col is None else 0.0
+        meter = _CpuMeter(p.worker.proc.pid if p.worker is not None and p.worker.proc is not None else None,
+                          broker_pid)
+        meter.start()
+        first = _produce(p, rate=None, n=n, items=items)
+        p.sent += n
+        done = None
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if col is not None:
+                if len(col.samples) >= n:
+                    done = max(rx for _, _, rx in col.samples)
+                    break
+                time.sleep(0.05)
+            else:  # the end is the worker's own time of its last applying batch: no need to poll often
+                applied, at = p.applied_at()
+                if applied - before >= n:
+                    done = at
+                    break
+                time.sleep(SCRAPE_EVERY_S)
+        cpu = meter.stop(n, end=done)
     eps = n / (done - first) if done else float("nan")
     per = "  ".join(f"{k.split('_')[0]} {v:.0f}" for k, v in cpu.items() if k.endswith("per_event") and v is not None)
     print(f"  {p.name:<22} max rate: {eps:9.0f} events/s ({n} events); CPU µs/event: {per}", file=sys.stderr)

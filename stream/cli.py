@@ -254,14 +254,22 @@ def _extra_commands() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from contextlib import nullcontext
+
+    from .signals import stop_like_ctrl_c
+
     args = build_parser().parse_args(argv)
+    # SIGTERM / SIGHUP stop every command as Ctrl-C does (its clean-up runs: the worker and the broker
+    # it started are stopped), except the worker, where Faust's own handlers stop it gracefully.
+    signals = nullcontext() if args.func is cmd_worker else stop_like_ctrl_c()
     try:
-        return int(args.func(args) or 0)
+        with signals:
+            return int(args.func(args) or 0)
     except StreamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        return getattr(exc, "exit_status", 130)
     except Exception as exc:
         from model import ModelError
 

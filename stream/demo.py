@@ -106,20 +106,20 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
 
     info = broker_up(settings)
     print(f"Kafka ready at {info.bootstrap}")
-    _ensure_model(settings, train=train)
     # A fresh topic prefix per run: replaying ML-100k again into old topics would mix two runs.
     run = f"{settings.topic_prefix}demo{int(time.time())}."
     s = settings.with_(topic_prefix=run, state_dir=settings.state_dir / "demo" / run.rstrip("."),
                        artifact=settings.artifact_path)
-    ensure_topics(s)
-    s.state_dir.mkdir(parents=True, exist_ok=True)
     log = s.state_dir / "worker.log"
     worker = WorkerProcess(s, log)
     stop = threading.Event()
     sent = [0]
     view: _View | None = None
     producer: threading.Thread | None = None
-    try:
+    try:  # from here on, Ctrl-C (or SIGTERM / SIGHUP, stream/signals.py) stops what the demo started
+        _ensure_model(settings, train=train)
+        ensure_topics(s)
+        s.state_dir.mkdir(parents=True, exist_ok=True)
         print(f"starting a worker (topics {run}*, log {log}) …", flush=True)
         worker.start()
 
@@ -152,22 +152,23 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
                 raise RuntimeError(f"the worker exited; see {log}")
         print(f"\ndemo finished: {sent[0]} events sent, {view.n_out} profile updates received")
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("\nstopping …")
-        return 0
+        return getattr(exc, "exit_status", 0)  # Ctrl-C is how the demo is meant to end: 0
     finally:
         stop.set()
         if producer is not None:
             producer.join(timeout=15)  # it stops at its next send and delivers what it queued
         if view is not None:
             view.reader.close()  # before the broker goes, or librdkafka logs reconnect errors
+        started = worker.proc is not None
         if worker.alive():
             worker.stop(timeout=30)
         if info.started_by_us:
             broker_down(settings)
-            print("stopped the worker and the Kafka broker")
+            print("stopped the worker and the Kafka broker" if started else "stopped the Kafka broker")
         else:
-            print("stopped the worker (the broker was already running; left as it was)")
+            print(f"stopped{' the worker' if started else ''} (the broker was already running; left as it was)")
 
 
 class _Stop(Exception):

@@ -80,3 +80,26 @@ def test_event_loop_setting_installs_the_named_loop_and_refuses_unknown_names() 
             loop.close()
     finally:
         asyncio.set_event_loop_policy(before)
+
+
+def test_sigterm_ends_a_command_like_ctrl_c_once_and_restores_the_handlers() -> None:
+    """stream/signals.py: SIGTERM raises Stopped (a KeyboardInterrupt, so the command's clean-up
+    runs), a second one during that clean-up does not cut it short, and the handlers in place
+    before come back afterwards."""
+    import signal
+
+    from stream.signals import Stopped, stop_like_ctrl_c
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    with pytest.raises(Stopped) as info:
+        with stop_like_ctrl_c():
+            try:
+                signal.raise_signal(signal.SIGTERM)  # the Python handler runs before this returns
+                cleaned.append("not stopped")
+            finally:
+                signal.raise_signal(signal.SIGTERM)
+                cleaned.append("clean-up finished")
+    assert isinstance(info.value, KeyboardInterrupt) and info.value.exit_status == 128 + signal.SIGTERM
+    assert cleaned == ["clean-up finished"]
+    assert signal.getsignal(signal.SIGTERM) == before
