@@ -4,6 +4,7 @@ equal to the offline model pass (stream/batch parity)."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from typing import Any, Callable
 
@@ -81,14 +82,16 @@ def assert_batch_phases(m: dict[str, float], *, wait: bool) -> None:
     assert m.get('profilestream_batch_phase_seconds_count{phase="wait"}', 0.0) == (batches if wait else 0.0)
 
 
-@pytest.mark.parametrize("single_hop,output_client", [(False, "faust"), (True, "faust"), (False, "librdkafka"),
-                                                      (True, "librdkafka")],
-                         ids=["two-hop", "single-hop", "two-hop-librdkafka", "single-hop-librdkafka"])
+@pytest.mark.parametrize("single_hop,output_client,stop_signal",
+                         [(False, "faust", signal.SIGTERM), (True, "faust", signal.SIGHUP),
+                          (False, "librdkafka", signal.SIGTERM), (True, "librdkafka", signal.SIGTERM)],
+                         ids=["two-hop", "single-hop-sighup", "two-hop-librdkafka", "single-hop-librdkafka"])
 def test_restart_recovers_state(stream_settings: Settings, worker_factory: Callable[..., Worker],
-                                single_hop: bool, output_client: str) -> None:
+                                single_hop: bool, output_client: str, stop_signal: int) -> None:
     """SIGTERM the worker, start it again: state comes back and parity holds for later events.
     Also with the librdkafka output producer (stream/output.py), whose records the final commit
-    of a stop must flush; two bad messages check that its DLQ records arrive too."""
+    of a stop must flush; two bad messages check that its DLQ records arrive too. One case hangs
+    up instead (SIGHUP, a closed terminal), which must stop the worker as cleanly (exit 0)."""
     s = stream_settings.with_(batch_size=32, single_hop=single_hop, output_client=output_client)
     events = list(iter_dataset_events("ml-100k", s))[:3000]
     first, second = events[:1500], events[1500:]
@@ -97,7 +100,7 @@ def test_restart_recovers_state(stream_settings: Settings, worker_factory: Calla
     produce_events(s, first + [b"{not json", json.dumps({"user_id": "u", "type": "view"}).encode()], progress=False)
     wait_for(lambda: caught_up(outputs, {u: len(h) for u, h in by_user(first).items()}) and len(outputs.dlq) >= 2,
              timeout=120, what="first half applied and 2 DLQ records", poll=outputs.poll)
-    assert worker.stop() == 0, worker.tail()
+    assert worker.stop(stop_signal) == 0, worker.tail()
     worker.start()
     produce_events(s, second, progress=False)
     histories = by_user(events)
