@@ -298,18 +298,25 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
     with _Collector(p) as col:
         before = p.worker.metrics() if p.coalesces and p.worker is not None else None
         n = int(rate * seconds)
+        # The worker's CPU at this steady rate (not only in bursts): what an event costs when the
+        # micro-batches stay small, and how busy one core is at the rate.
+        meter = _CpuMeter(p.worker.proc.pid if p.worker is not None and p.worker.proc is not None else None, None)
+        meter.start()
         first = _produce(p, rate=rate, n=n, items=items)
         p.sent += n
         if p.coalesces:
             drained = _drain(p, _applied_all(p), drain_timeout, SCRAPE_EVERY_S)
+            cpu = meter.stop(n, end=(p.applied_at()[1] or None) if drained else None)
             _drain(p, lambda: time.time() - col.last_rx > 0.5, 5.0)  # the last outputs of the last batch
         else:
             drained = _drain(p, lambda: len(col.samples) >= n, drain_timeout)
+            cpu = meter.stop(n, end=col.last_rx if drained else None)
     phases = worker_phases(before, p.worker.metrics()) if before is not None and p.worker is not None else {}
     kept = [s for s in col.samples if s[0] >= first + warmup]
     lat = np.array([(rx - ts) * 1e3 for ts, _, rx in kept])
     row: dict[str, Any] = {"pipeline": p.name, "rate": rate, "sent": n, "outputs": len(col.samples),
-                           "measured": int(lat.size), "drained": drained}
+                           "measured": int(lat.size), "drained": drained,
+                           "worker_cpu_us_per_event": cpu["worker_cpu_us_per_event"], "worker_cores": cpu["worker_cores"]}
     if lat.size:
         hist = HdrHistogram()
         hist.record(lat * 1e3)  # µs
@@ -320,8 +327,10 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
         row.update(latency_split(kept))
     if phases:
         row["worker_phases"] = phases
+    busy = (f"; worker {row['worker_cores']:.2f} cores, {row['worker_cpu_us_per_event']:.0f} µs CPU/event"
+            if row["worker_cores"] is not None else "")
     print(f"  {p.name:<22} {rate:>7.0f} ev/s: p50 {row.get('p50_ms', float('nan')):8.2f} ms  "
-          f"p99 {row.get('p99_ms', float('nan')):8.2f} ms  ({row['measured']} samples)", file=sys.stderr)
+          f"p99 {row.get('p99_ms', float('nan')):8.2f} ms  ({row['measured']} samples{busy})", file=sys.stderr)
     return row
 
 

@@ -96,9 +96,15 @@ def write_markdown(res: dict[str, Any]) -> str:
                                          ("p99", "p99_ms", ".2f"), ("p99.9", "p99.9_ms", ".2f"), ("max", "max_ms", ".2f"),
                                          ("p50 send→created", "send_to_created_p50_ms", ".2f"),
                                          ("p50 created→received", "created_to_received_p50_ms", ".2f"),
+                                         ("worker cores", "worker_cores", ".2f"),
+                                         ("worker CPU µs/event", "worker_cpu_us_per_event", ".0f"),
                                          ("drained", "drained_mark", "")]),
               "", "drained: ✓ = every event sent at that rate was processed and measured; ✗ = the pipeline "
               "was still working off its backlog when the wait ended, so the tail is worse than shown.",
+              "", "worker cores / worker CPU µs/event: the worker process's CPU time (user + system) from the "
+              "first event sent until the last was applied, per second of that time and per event. At a low rate "
+              "each micro-batch holds about one event, so an event costs several times what it costs in a burst "
+              "(the throughput tables); a worker near 1.00 core has no slack, and its queue sets the tail.",
               "", "send→created / created→received: each output's latency split at the output record's "
               "CreateTime, which the worker's producer sets when it sends the output (whole ms, so each part is "
               "good to about ±1 ms; for the transport floor it is the bench producer's, so send→created ≈ 0): queueing and the worker's processing, then the output's "

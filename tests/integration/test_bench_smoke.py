@@ -56,6 +56,11 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
         assert hdr["unit"] == "us" and hdr["count"] == row["measured"] == sum(b[2] for b in hdr["buckets"])
         assert hdr["min"] <= percentiles_from_buckets(hdr["buckets"], [50])[0] <= hdr["max"] * 1.01
         assert abs(hdr["max"] / 1e3 - row["max_ms"]) <= 0.001 + row["max_ms"] / 128
+        if row["pipeline"] == "transport floor":  # the worker's CPU at the rate: none without a worker
+            assert row["worker_cpu_us_per_event"] is None and row["worker_cores"] is None
+        else:  # cores = CPU / wall, and the wall spans at least the sending: ≤ CPU per event × rate
+            assert 0 < row["worker_cores"] <= row["worker_cpu_us_per_event"] * row["rate"] / 1e6 * 1.02, row
+    assert "| worker cores | worker CPU µs/event | drained |" in (out / "results.md").read_text()
     assert all(r["completed"] for r in res["throughput"]), res["throughput"]
     for r in res["throughput"] + res["throughput_vs_batch"]:  # CPU per event of each process in the burst
         assert r["client_cpu_us_per_event"] > 0
