@@ -27,7 +27,7 @@ __all__ = ["parse_assignments", "run_ab", "format_ab"]
 #: the numbers each round records, and how the summary prints them
 METRICS = [("events_per_s", "events/s", ".0f"), ("worker_cpu_us_per_event", "worker CPU µs/event", ".0f"),
            ("broker_cpu_us_per_event", "broker CPU µs/event", ".0f"), ("p50_ms", "p50 ms", ".1f"),
-           ("p99_ms", "p99 ms", ".1f")]
+           ("p99_ms", "p99 ms", ".1f"), ("rate_worker_cpu_us_per_event", "worker CPU µs/event at the rate", ".0f")]
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, str]:
@@ -72,7 +72,8 @@ def run_ab(base: Settings, variants: dict[str, dict[str, str]], *, rounds: int, 
                 finally:
                     p.stop()
                 rows.append({"round": rnd + 1, "variant": name, **burst,
-                             **{k: lat.get(k) for k in ("p50_ms", "p99_ms", "measured")}})
+                             **{k: lat.get(k) for k in ("p50_ms", "p99_ms", "measured")},
+                             "rate_worker_cpu_us_per_event": lat.get("worker_cpu_us_per_event")})
     finally:
         if info.started_by_us:
             broker_down(base)
