@@ -84,6 +84,11 @@ async def _rest_of(coro: Any, yielded: Any) -> Any:
     return await _continued(coro, yielded)
 
 
+async def hand_over_via_wait_first(coro: Any, suspend_flow: Any, wait_first: Any) -> None:
+    """Faust's own hand-over (PROFILESTREAM_RECORD_HANDOFF=wait_first), kept for comparisons."""
+    await wait_first(coro, suspend_flow.wait())
+
+
 async def deliver(coro: Any, suspend_flow: Any, wait_first: Any) -> None:
     """Faust's `await wait_first(coro, suspend_flow.wait())` for one fetched record, without its
     cost when `coro` (the conductor's callback, which puts the record into the agents' queues) does
@@ -247,6 +252,9 @@ class _Consumer(faust_aiokafka.Consumer):
         suspend_flow = self.suspend_flow
         metrics = getattr(self.app, "metrics", None)
         held = metrics.fetch_held if metrics is not None else None
+        ps_settings = getattr(self.app, "ps_settings", None)
+        hand_over = (hand_over_via_wait_first if ps_settings is not None and ps_settings.record_handoff == "wait_first"
+                     else deliver)
         yield_every = 100
         num_since_yield = 0
         sleep = asyncio.sleep
@@ -282,7 +290,7 @@ class _Consumer(faust_aiokafka.Consumer):
                             if commit_every is not None and self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                            await deliver(callback(message), suspend_flow, self.wait_first)
+                            await hand_over(callback(message), suspend_flow, self.wait_first)
                             if suspend_flow.is_set():
                                 seq.cut_short(tp)
                             else:
@@ -291,7 +299,7 @@ class _Consumer(faust_aiokafka.Consumer):
                         # changelog topics: Faust's own logic
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
-                            await deliver(callback(message), suspend_flow, self.wait_first)
+                            await hand_over(callback(message), suspend_flow, self.wait_first)
                             set_read_offset(tp, offset)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:

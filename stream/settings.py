@@ -98,6 +98,11 @@ class Settings:
         "PROFILESTREAM_EVENT_LOOP",
         "event loop of the worker (and of the bench's Faust echo floor): asyncio = the standard library's, "
         "uvloop = libuv's (docs/operations.md 'Event loop')", default="asyncio")
+    record_handoff: Literal["direct", "wait_first"] = _env(
+        "PROFILESTREAM_RECORD_HANDOFF",
+        "how the fetch loop hands each record to the agents' queues: direct = in its own task when there is "
+        "room, wait_first = through Faust's wait_first, four tasks per record (the default until 2026-12-07; "
+        "for comparisons; docs/operations.md 'Handing records to the agents')", default="direct")
     standby_replicas: int = _env("PROFILESTREAM_STANDBY_REPLICAS", "standby replicas of the state table", default=1)
     log_level: str = _env("PROFILESTREAM_LOG_LEVEL", "worker log level", default="info")
     pseudonym_key: str = _env("PROFILESTREAM_PSEUDONYM_KEY",
@@ -130,6 +135,8 @@ class Settings:
                               f"{self.output_client!r}")
         if self.event_loop not in ("asyncio", "uvloop"):
             raise ConfigError(f"PROFILESTREAM_EVENT_LOOP must be asyncio or uvloop, got {self.event_loop!r}")
+        if self.record_handoff not in ("direct", "wait_first"):
+            raise ConfigError(f"PROFILESTREAM_RECORD_HANDOFF must be direct or wait_first, got {self.record_handoff!r}")
         if self.output_stuck_s < 0:
             raise ConfigError("PROFILESTREAM_OUTPUT_STUCK_S must be >= 0 (0 = off)")
         if self.top_k < 1:

@@ -23,16 +23,18 @@ pytestmark = pytest.mark.integration
 N_EVENTS = 5000
 
 
-@pytest.mark.parametrize("batch_size,single_hop,window_ms,loop", [
-    (1, False, 5.0, "asyncio"), (64, False, 5.0, "asyncio"), (64, True, 5.0, "uvloop"), (64, False, 0.0, "asyncio"),
-    (64, True, 0.0, "asyncio")],
-    ids=["per-event", "batch64", "batch64-single-hop-uvloop", "batch64-no-window", "batch64-single-hop-no-window"])
+@pytest.mark.parametrize("batch_size,single_hop,window_ms,loop,handoff", [
+    (1, False, 5.0, "asyncio", "direct"), (64, False, 5.0, "asyncio", "wait_first"), (64, True, 5.0, "uvloop", "direct"),
+    (64, False, 0.0, "asyncio", "direct"), (64, True, 0.0, "asyncio", "direct")],
+    ids=["per-event", "batch64-wait-first-handoff", "batch64-single-hop-uvloop", "batch64-no-window",
+         "batch64-single-hop-no-window"])
 def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable[..., Worker], batch_size: int,
-                             single_hop: bool, window_ms: float, loop: str) -> None:
+                             single_hop: bool, window_ms: float, loop: str, handoff: str) -> None:
     """window_ms 0: micro-batches of what has arrived (stream/take.py) instead of Faust's take_events.
-    One case runs the worker on uvloop (PROFILESTREAM_EVENT_LOOP) instead of asyncio's loop."""
+    One case runs the worker on uvloop (PROFILESTREAM_EVENT_LOOP) instead of asyncio's loop, one hands
+    records to the agents through Faust's wait_first (PROFILESTREAM_RECORD_HANDOFF) as before 2026-12-07."""
     s = stream_settings.with_(batch_size=batch_size, single_hop=single_hop, batch_window_ms=window_ms,
-                              event_loop=loop)
+                              event_loop=loop, record_handoff=handoff)
     events = list(iter_dataset_events("ml-100k", s))[:N_EVENTS]
     histories = by_user(events)
     assert len(events) == N_EVENTS and len(histories) >= 50

@@ -55,6 +55,10 @@ def test_batch_window_zero_is_allowed_and_negative_is_refused() -> None:
         Settings.from_env(environ={"PROFILESTREAM_BATCH_WINDOW_MS": "-1"})
     with pytest.raises(ConfigError, match="cpu_kernel|PROFILESTREAM_CPU_KERNEL"):
         Settings.from_env(environ={"PROFILESTREAM_CPU_KERNEL": "cuda"})
+    assert Settings.from_env(environ={}).record_handoff == "direct"
+    assert Settings.from_env(environ={"PROFILESTREAM_RECORD_HANDOFF": "wait_first"}).record_handoff == "wait_first"
+    with pytest.raises(ConfigError, match="PROFILESTREAM_RECORD_HANDOFF must be direct or wait_first"):
+        Settings.from_env(environ={"PROFILESTREAM_RECORD_HANDOFF": "queue"})
 
 
 def test_event_loop_setting_installs_the_named_loop_and_refuses_unknown_names() -> None:
