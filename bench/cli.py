@@ -225,7 +225,7 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
                                      "--hz) while a measured burst of --events runs (or --events at --rate ev/s). "
                                      "Prints the share of the worker's busy samples per category (LSTM step, "
                                      "scores and top-K, output records, state write, fetch, produce, event loop, "
-                                     "…) and, for a burst, µs per event from the measured worker CPU. Writes "
+                                     "…) and µs per event from the worker CPU measured over the burst or the rate run. Writes "
                                      "OUT/profile.md, OUT/profile.json and OUT/profile.txt (py-spy's folded "
                                      "stacks, for flame graph tools). Needs py-spy (the dev extra) and ptrace "
                                      "permission on the worker. Starts the local broker if none answers. Example: "

@@ -131,7 +131,7 @@ def run_profile(base: Settings, env: dict[str, str], *, events: int, out: Path, 
                 if rate:
                     run = latency_run(p, rate=rate, seconds=events / rate, warmup=min(1.0, events / rate / 3),
                                       items=items)
-                    cpu_per_event = None
+                    cpu_per_event = run.get("worker_cpu_us_per_event")  # over the rate run (bench.e2e)
                 else:
                     run = throughput_run(p, n=events, items=items, broker_pid=info.pid)
                     cpu_per_event = run.get("worker_cpu_us_per_event")
@@ -174,6 +174,9 @@ def format_profile(res: dict[str, Any]) -> str:
     if res.get("rate"):
         head = (f"{res['events']} events at {res['rate']:.0f} ev/s; p50 {run.get('p50_ms', float('nan')):.1f} ms, "
                 f"p99 {run.get('p99_ms', float('nan')):.1f} ms")
+        if res.get("worker_cpu_us_per_event") and run.get("worker_cores") is not None:
+            head += (f", worker CPU {res['worker_cpu_us_per_event']:.0f} µs/event "
+                     f"({run['worker_cores']:.2f} of a core)")
     else:
         head = (f"burst of {res['events']} events: {run['events_per_s']:.0f} events/s, worker CPU "
                 f"{res['worker_cpu_us_per_event']:.0f} µs/event")

@@ -52,3 +52,16 @@ def test_format_profile_gives_microseconds_per_event_from_the_measured_cpu() -> 
     # the state write: 7 of 30 busy samples of 300 µs
     assert "| state write: RocksDB put + changelog record | 23.3 % | 70 |" in md
     assert md.index("state write") < md.index("produce:") < md.index("LSTM step")  # largest first
+
+
+def test_format_profile_of_a_rate_run_names_the_rate_and_the_workers_load() -> None:
+    res = categorize(FOLDED)
+    for c in res["categories"]:
+        c["us_per_event"] = c["share_of_busy"] * 2400.0
+    res.update({"settings": {}, "events": 2000, "rate": 100.0, "hz": 100,
+                "run": {"p50_ms": 2.7, "p99_ms": 6.4, "worker_cores": 0.24}, "worker_cpu_us_per_event": 2400.0,
+                "command": "profilestream bench profile --rate 100"})
+    md = format_profile(res)
+    assert md.startswith("# Where the worker's time goes (2000 events at 100 ev/s; p50 2.7 ms, p99 6.4 ms, "
+                         "worker CPU 2400 µs/event (0.24 of a core))")
+    assert "| state write: RocksDB put + changelog record | 23.3 % | 560 |" in md  # 7 of 30 busy samples
