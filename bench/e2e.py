@@ -99,6 +99,11 @@ class Pipeline:
     def applied(self) -> float:
         return self.applied_at()[0]
 
+    @property
+    def worker_pid(self) -> int | None:
+        """The worker process's pid (None for the transport floor, which has none)."""
+        return self.worker.proc.pid if self.worker is not None and self.worker.proc is not None else None
+
     def applied_at(self) -> tuple[float, float]:
         """(events applied, Unix time the worker last finished a batch that applied some), one scrape."""
         assert self.worker is not None
@@ -300,7 +305,7 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
         n = int(rate * seconds)
         # The worker's CPU at this steady rate (not only in bursts): what an event costs when the
         # micro-batches stay small, and how busy one core is at the rate.
-        meter = _CpuMeter(p.worker.proc.pid if p.worker is not None and p.worker.proc is not None else None, None)
+        meter = _CpuMeter(p.worker_pid, None)
         meter.start()
         first = _produce(p, rate=rate, n=n, items=items)
         p.sent += n
@@ -344,8 +349,7 @@ def throughput_run(p: Pipeline, *, n: int, items: list[str], timeout: float = 18
     col = None if p.coalesces else _Collector(p)
     with col if col is not None else contextlib.nullcontext():
         before = p.applied() if col is None else 0.0
-        meter = _CpuMeter(p.worker.proc.pid if p.worker is not None and p.worker.proc is not None else None,
-                          broker_pid)
+        meter = _CpuMeter(p.worker_pid, broker_pid)
         meter.start()
         first = _produce(p, rate=None, n=n, items=items)
         p.sent += n

@@ -8,6 +8,8 @@ Consumer and latency settings, and why (see docs/operations.md):
   so an idle partition in the same fetch never holds up a busy one for 1.5 s.
 - isolation level read_committed (Faust reads uncommitted): a transactional producer's aborted
   events are never applied, and committed ones only once their transaction commits.
+- records handed to the agents' queues in the fetch loop's own task when there is room (`deliver`),
+  not through mode's `wait_first` and its four tasks per record (PROFILESTREAM_RECORD_HANDOFF).
 - stream_wait_empty off: a rebalance does not wait for every buffered event to drain. Turned on for
   a while on 2026-11-28; one of two full broker-restart chaos runs then hung after the second
   restart (worker idle, nothing consumed), so it is off again (docs/operations.md). A stop still
