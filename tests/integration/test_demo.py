@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from stream import Settings, broker_status
+from stream.broker import _pid_alive
 from stream.process import worker_env
 
 from .conftest import REPO, wait_for
@@ -41,14 +42,6 @@ def _children(pid: int) -> list[int]:
             if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:  # field 4: the parent's pid
                 out.append(int(entry.name))
     return out
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_demo_shows_profiles_and_stops_its_worker_after_duration(stream_settings: Settings) -> None:
@@ -80,12 +73,12 @@ def test_demo_stops_its_worker_when_its_terminal_hangs_up(stream_settings: Setti
         assert len(workers) == 1, workers
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(timeout=90) == 128 + signal.SIGHUP, "".join(lines)[-3000:]
-        assert _gone(workers[0]), f"the demo's worker (pid {workers[0]}) outlived it"
+        assert not _pid_alive(workers[0]), f"the demo's worker (pid {workers[0]}) outlived it"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
         for pid in workers:  # a worker the demo left behind must not outlive the test
-            if not _gone(pid):
+            if _pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
     assert broker_status(stream_settings)[1]  # a broker the demo did not start is left running

@@ -74,13 +74,13 @@ def test_a_flow_suspension_ends_the_wait_and_the_record_is_not_put() -> None:
             await asyncio.sleep(0)
         suspend.set()  # a rebalance: the wait must end although the queue is still full
         await pending
-        while q._putters and not all(f.cancelled() for f in q._putters):  # type: ignore[attr-defined]
+        first = q.get_nowait()  # room now: a put that was still waiting would take it within a few turns
+        for _ in range(5):
             await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        return q.qsize(), q.get_nowait()
+        return first, q.qsize()
 
-    (size, only), _ = _run(scenario)
-    assert (size, only) == (1, 0)  # the waiting put was cancelled, not completed
+    (first, left), _ = _run(scenario)
+    assert (first, left) == (0, 0)  # the waiting put was cancelled, not completed
 
 
 @pytest.mark.parametrize("after_a_wait", [False, True])
