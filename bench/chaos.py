@@ -5,12 +5,15 @@ Counts: `lost` (events the final profile is missing), `applied_twice` (events co
 once), `worker_crashes` (workers that died without being killed by the harness), `dlq`,
 `users_checked`, `max_abs_diff` (final profile vector vs offline pass), `recovery_s`, and
 `offset_gaps` (records an agent skipped within one consumer generation, from the worker logs).
+`off_users` names up to 10 users whose count is wrong (expected, got), and `log_digest` pulls the
+lines of the workers' logs that explain a failed run (rebalances, seeks, stalls, warnings).
 """
 
 from __future__ import annotations
 
 import base64
 import random
+import re
 import signal
 import sys
 import threading
@@ -32,7 +35,7 @@ from stream.output import EXIT_OUTPUT_FAILED
 from stream.stall import EXIT_STALLED
 from stream.topics import ensure_topics
 
-__all__ = ["run_chaos", "run_fuzz", "Scenario"]
+__all__ = ["run_chaos", "run_fuzz", "Scenario", "log_digest"]
 
 Scenario = Literal["kill", "broker", "rebalance", "failover"]
 
@@ -223,13 +226,13 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
         _settle(follower, workers, {u: len(h) for u, h in histories.items()}, timeout=settle_timeout,
                 idle=settle_idle_s(s.stall_exit_s))
         elapsed = time.monotonic() - t_start
-        lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
+        lost, twice, worst, off = _compare(ProfileModel.load(s.artifact_path), histories, follower)
         workers.check_crashes()
         summary = {"scenario": scenario, "standby_replicas": s.standby_replicas, "events": n, "event_ids": event_ids,
-                   "users_checked": len(histories), "lost": lost, "applied_twice": twice,
+                   "users_checked": len(histories), "lost": lost, "applied_twice": twice, "off_users": off,
                    "worker_crashes": workers.crashes, "stall_restarts": workers.stall_restarts, "dlq": len(follower.dlq), "stale_records": follower.stale,
                    "offset_gaps": workers.offset_gaps(), "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery],
-                   "seconds": round(elapsed, 1), "events_per_s": round(n / elapsed, 1)}
+                   "seconds": round(elapsed, 1), "events_per_s": round(n / elapsed, 1), "logs": str(workdir)}
     finally:  # never leave a worker running, whatever went wrong
         workers.stop_all()
         follower.close()
@@ -237,18 +240,42 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
 
 
 def _compare(model: ProfileModel, histories: dict[str, list[dict[str, Any]]],
-             follower: OutputFollower) -> tuple[int, int, float]:
-    """(lost, applied_twice, max_abs_diff) of the followed profiles against the offline pass."""
+             follower: OutputFollower) -> tuple[int, int, float, dict[str, list[int]]]:
+    """(lost, applied_twice, max_abs_diff, off_users) of the followed profiles against the offline
+    pass; off_users: up to OFF_USERS_SHOWN users whose count is wrong, as [expected, got]."""
     lost = twice = 0
     worst = 0.0
+    off: dict[str, list[int]] = {}
     for u, (count, vec) in _offline(model, histories).items():
         prof = follower.profiles.get(u)
         got = prof["events_seen"] if prof else 0
         lost += max(0, count - got)
         twice += max(0, got - count)
+        if got != count and len(off) < OFF_USERS_SHOWN:
+            off[u] = [count, got]
         if prof and got == count:
             worst = max(worst, float(np.max(np.abs(np.array(prof["vector"]) - vec))))
-    return lost, twice, worst
+    return lost, twice, worst, off
+
+
+OFF_USERS_SHOWN = 10
+
+#: Worker log lines that explain a failed chaos run: every warning and error, and the INFO lines on
+#: rebalances, table recovery, seeks, consumer generations, commits discarded and the watchdog.
+_DIGEST = re.compile(r"\[(WARNING|ERROR|CRITICAL)\]|generation|Revoking|Setting newly assigned|Worker ready|"
+                     r"Recovery complete|seek|Discarded commit|stall|Stopping|rebalance:")
+
+
+def log_digest(workdir: Path, max_lines: int = 400) -> str:
+    """The lines of every worker log under `workdir` that explain what the workers did (`_DIGEST`),
+    each prefixed with its log's name; at most `max_lines` per log (the last ones). For the failure
+    message of a chaos test, whose worker logs are gone once CI ends."""
+    out = []
+    for log in sorted(workdir.glob("*.log")):
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if _DIGEST.search(ln)]
+        out.append(f"--- {log.name}: {len(lines)} lines of interest" + (f", the last {max_lines}" if len(lines) > max_lines else ""))
+        out += [f"{log.stem}| {ln}" for ln in lines[-max_lines:]]
+    return "\n".join(out)
 
 
 def run_fuzz(settings: Settings, *, dataset: str = "ml-100k", events: int = 10_000, seed: int = 0,
@@ -302,17 +329,17 @@ def run_fuzz(settings: Settings, *, dataset: str = "ml-100k", events: int = 10_0
             if len(str(d.get("reason") or "").strip()) < 8:
                 no_reason += 1
         missing = sum(sent.values())
-        lost, twice, worst = _compare(ProfileModel.load(s.artifact_path), histories, follower)
+        lost, twice, worst, off = _compare(ProfileModel.load(s.artifact_path), histories, follower)
         workers.check_crashes()
         summary = {"scenario": "fuzz", "events": len(msgs), "valid_sent": len(valid), "invalid_sent": len(invalid),
-                   "users_checked": len(histories), "lost": lost, "applied_twice": twice,
+                   "users_checked": len(histories), "lost": lost, "applied_twice": twice, "off_users": off,
                    "worker_crashes": workers.crashes, "worker_restarts": int(not worker.alive() or worker.proc is None
                                                                               or worker.proc.pid != pid),
                    "dlq": len(follower.dlq), "stale_records": follower.stale,
                    "offset_gaps": workers.offset_gaps(), "invalid_missing_from_dlq": missing, "dlq_unexpected": unexpected,
                    "dlq_without_reason": no_reason, "max_abs_diff": worst, "recovery_s": [],
                    "kinds": dict(sorted(Counter(m.kind for m in msgs).items())), "seconds": round(elapsed, 1),
-                   "events_per_s": round(len(msgs) / elapsed, 1)}
+                   "events_per_s": round(len(msgs) / elapsed, 1), "logs": str(workdir)}
     finally:  # never leave a worker running, whatever went wrong
         workers.stop_all()
         follower.close()

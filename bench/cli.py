@@ -104,6 +104,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
             else:
                 line += f"  recovery {r['recovery_s']} s"
             print(line + f"  ({r['seconds']} s)")
+            if r["off_users"]:
+                print(f"           users off (expected, got): {r['off_users']}; worker logs in {r['logs']}")
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results))
     bad = any(r["lost"] or r["applied_twice"] or r["worker_crashes"] or r["max_abs_diff"] > 1e-5 or r["offset_gaps"]

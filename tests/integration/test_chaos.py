@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos import run_chaos
+from bench.chaos import log_digest, run_chaos
 from stream import Settings
 
 pytestmark = pytest.mark.integration
@@ -36,6 +36,9 @@ def test_chaos_scenario_keeps_every_profile_exact(broker: Settings, ml_artifact:
     r = run_chaos(s, scenario=scenario, events=events, rate=rate, workdir=tmp_path / "chaos",  # type: ignore[arg-type]
                   settle_timeout=240, event_ids=event_ids, standby=standby)
     print(f"\n[chaos {scenario}] {r}")
+    if r["lost"] or r["applied_twice"] or r["worker_crashes"] or r["offset_gaps"] or r["stall_restarts"]:
+        # CI keeps only what a failed test printed: what the workers did goes into the report
+        print(log_digest(tmp_path / "chaos"))
     assert r["users_checked"] >= 40
     assert (r["lost"], r["applied_twice"], r["worker_crashes"]) == (0, 0, 0), r
     if scenario != "broker":  # a skipped record shows here first, even when the profile happens to match
