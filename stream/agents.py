@@ -25,7 +25,8 @@ from model import Event, InvalidEvent, Pending, StateFormatError, UserState, pac
 from .metrics import BATCH_PHASES
 from .output import OutputError, exit_output_failed
 from .records import dlq_record, encode, pseudonymise
-from .stall import EXIT_STALLED, EndOffsets, GroupView, StallWatch, assigned_source_partitions, backlog
+from .stall import (EXIT_STALLED, EndOffsets, GroupView, StallWatch, assigned_source_partitions, backlog,
+                    generation_progress)
 from .take import take_available
 from .topics import topic_names
 
@@ -448,7 +449,9 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
         tps = assigned_source_partitions(app.consumer.assignment(), sources)
         busy = bool(app.rebalancing) or not app.flow_control.is_active()
         ends = await asyncio.get_running_loop().run_in_executor(None, end_offsets, tps) if tps and not busy else {}
-        seen = {tp: off for g in gap_watches for tp, (off, _) in g.last.items()}
+        last = {tp: v for g in gap_watches for tp, v in g.last.items()}
+        seen = generation_progress(tps, last, app.consumer_generation_id,
+                                   lambda tp: app.consumer.sequencer.floor(TP(*tp)))
         per = backlog(ends, seen, lambda tp, last, end: app.consumer.settled(TP(*tp), last, end)) \
             if ends is not None else None
         behind = None if per is None else sum(per.values())

@@ -20,8 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["StallWatch", "EXIT_STALLED", "backlog", "assigned_source_partitions", "EndOffsets", "orphaned",
-           "GroupView"]
+__all__ = ["StallWatch", "EXIT_STALLED", "backlog", "generation_progress", "assigned_source_partitions",
+           "EndOffsets", "orphaned", "GroupView"]
 
 #: Exit status of a worker the watchdog stopped (EX_TEMPFAIL: try again).
 EXIT_STALLED = 75
@@ -39,6 +39,33 @@ def backlog(end_offsets: Mapping[tuple[str, int], int], seen: Mapping[tuple[str,
     common = {tp: 0 if settled(tp, seen[tp], end) else max(0, end - 1 - seen[tp])
               for tp, end in end_offsets.items() if tp in seen}
     return common or None
+
+
+def generation_progress(assigned: Iterable[tuple[str, int]], last: Mapping[tuple[str, int], tuple[int, int]],
+                        generation: int, floor: Callable[[tuple[str, int]], int | None]) -> dict[tuple[str, int], int]:
+    """The `seen` map for `backlog`: per assigned source partition, the last offset the agents saw in
+    the current consumer `generation`, and no less than the offset before `floor(tp)`, where this
+    generation's run began (the committed offset the partition was sought to; None before the seek).
+    `last` maps partitions to (last offset seen, generation seen in), as agents.GapWatch keeps them.
+
+    Why not the last offset seen, whenever: a worker that lost a partition in a rebalance and got it
+    back after another worker had read it to the end still held the last offset *it* had seen there,
+    far behind the end offset, and with nothing new arriving counted the records in between as
+    waiting: a false stall, exit 75 (found 2026-12-07 in a CI rebalance run;
+    `tests/integration/test_stall.py`). Before this generation's seek only that old offset is known,
+    and it is used: records beyond it wait either way until the seek comes. A partition known to
+    neither is left out (nothing to judge by)."""
+    out: dict[tuple[str, int], int] = {}
+    for tp in assigned:
+        prev = last.get(tp)
+        start = floor(tp)
+        known = ([prev[0]] if prev is not None and prev[1] == generation else []) + \
+                ([start - 1] if start is not None else [])
+        if known:
+            out[tp] = max(known)
+        elif prev is not None:
+            out[tp] = prev[0]
+    return out
 
 
 class StallWatch:

@@ -11,6 +11,7 @@ import pytest
 
 from model import ProfileModel
 from stream import Settings
+from stream.process import free_port
 from stream.replay import iter_dataset_events, produce_events
 from stream.stall import EXIT_STALLED
 
@@ -137,3 +138,51 @@ def test_group_view_names_the_partitions_no_member_holds(broker: Settings) -> No
         for c in consumers:
             c.close()
         admin.delete_topics([held, left])
+
+
+def test_a_worker_that_gets_back_partitions_another_worker_finished_is_not_stalled(
+        stream_settings: Settings, worker_factory: Callable[..., Worker]) -> None:
+    """A false stall: a worker that lost partitions in a rebalance and got them back after another
+    worker had read them to the end still remembered the last offsets *it* had seen there, long
+    behind the end offsets, so with nothing new arriving it counted those records as waiting and
+    exited with 75 (found 2026-12-07 in a CI rebalance run). Only this generation's progress counts:
+    here, the committed offset the partition was sought to."""
+    import signal
+
+    s = stream_settings.with_(stall_exit_s=3.0, standby_replicas=0, partitions=3)
+    events = list(islice(iter_dataset_events("ml-100k", s), 1200))
+    expected: dict[str, int] = {}
+    first = worker_factory(s, "first").start()
+    outputs = Outputs(s)  # the worker created the topics
+
+    def send(part: list[dict[str, Any]]) -> None:
+        produce_events(s, part, progress=False)
+        for e in part:
+            expected[str(e["user_id"])] = expected.get(str(e["user_id"]), 0) + 1
+        wait_for(lambda: caught_up(outputs, expected), timeout=120, what=f"{len(expected)} users caught up",
+                 poll=outputs.poll)
+
+    send(events[:600])
+    second = worker_factory(s.with_(web_port=free_port(), state_dir=s.state_dir.parent / "state-second"), "second").start()
+    send(events[600:])  # the second worker applies those of the partitions it took
+    took_some = second.metrics()["profilestream_events_applied_total"]
+    assert 0 < took_some < 600, took_some
+    assert second.stop(signal.SIGTERM) == 0
+    checks = first.metrics()["profilestream_stall_checks_total"]
+    # Four checks (every 5 s) after the first worker got the partitions back, with a 3 s stall time.
+
+    def four_checks_or_exit() -> bool:
+        if not first.alive():
+            return True
+        try:
+            return first.metrics()["profilestream_stall_checks_total"] >= checks + 4
+        except OSError:  # exiting meanwhile: the next poll sees it gone
+            return False
+
+    wait_for(four_checks_or_exit, timeout=90, what="four stall checks after the second worker left")
+    assert first.alive(), first.tail()
+    assert "stalled:" not in first.log.read_text(errors="replace")
+    assert first.metrics()["profilestream_records_waiting"] == 0
+    outputs.close()
+    print(f"\n[stall watchdog] partitions taken back after the other worker applied {took_some:.0f} events there: "
+          f"no exit in {first.metrics()['profilestream_stall_checks_total'] - checks:.0f} checks")

@@ -3,7 +3,7 @@ records waited, the broker answered and no rebalance ran, yet no event reached a
 
 from __future__ import annotations
 
-from stream.stall import StallWatch, backlog
+from stream.stall import StallWatch, backlog, generation_progress
 
 
 def test_backlog_counts_unread_records_of_partitions_with_a_seen_offset() -> None:
@@ -15,6 +15,22 @@ def test_backlog_counts_unread_records_of_partitions_with_a_seen_offset() -> Non
     assert backlog(ends, {("raw", 0): 9}) == {("raw", 0): 0}
     assert backlog(ends, {("other", 0): 1}) is None  # nothing to judge by
     assert backlog({}, seen) is None
+
+
+def test_progress_counts_from_this_generation_not_from_an_earlier_one() -> None:
+    raw0, raw1, raw2, raw3 = ("raw", 0), ("raw", 1), ("raw", 2), ("raw", 3)
+    last = {raw0: (40, 7),   # seen in this generation (7), past where it began
+            raw1: (120, 3),  # seen before the worker lost the partition; another worker then read it to 900
+            raw2: (55, 3)}   # seen in an earlier generation, and no seek yet in this one
+    floors = {raw0: 30, raw1: 900, raw3: 12}  # raw3: assigned and sought, nothing seen yet
+    seen = generation_progress([raw0, raw1, raw2, raw3], last, 7, floors.get)
+    assert seen == {raw0: 40, raw1: 899, raw2: 55, raw3: 11}
+    # raw1 read to its end (900) by the other worker: nothing waits for this one. With the offset it
+    # had seen itself (120), 779 records "waited" and an idle worker exited with 75.
+    assert backlog({raw0: 41, raw1: 900, raw3: 12}, seen) == {raw0: 0, raw1: 0, raw3: 0}
+    assert backlog({raw1: 900}, {tp: off for tp, (off, _) in last.items()}) == {raw1: 779}
+    assert generation_progress([("raw", 9)], last, 7, floors.get) == {}  # known to neither: not judged
+    assert generation_progress([raw1], last, 3, lambda tp: None) == {raw1: 120}  # the generation it was seen in
 
 
 def test_backlog_of_a_settled_partition_is_zero() -> None:
@@ -110,3 +126,23 @@ def test_orphans_stuck_needs_stall_s_of_orphans_without_a_break() -> None:
     assert not w.orphans_stuck([], now=14.0)  # none orphaned: the same
     assert not w.orphans_stuck(orphans, now=20.0)
     assert w.orphans_stuck(orphans, now=30.5)
+
+
+def test_chaos_log_digest_keeps_what_explains_a_failed_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bench.chaos import log_digest
+
+    (tmp_path / "w0.log").write_text(
+        "[2026-12-07 04:04:36,255] [6229] [INFO] Setting newly assigned partitions \n"
+        "| chaos.events.raw | {0-2} |\n"
+        "[2026-12-07 04:04:36,300] [6229] [INFO] opening partition 2 for gen id 1 app id 1 \n"
+        "[2026-12-07 04:04:46,446] [6229] [WARNING] Heartbeat failed for group g because it is rebalancing \n"
+        "[2026-12-07 04:05:20,000] [6229] [ERROR] stalled: the agents saw no event for over 20 s ...\n")
+    (tmp_path / "w1.log").write_text("[2026-12-07 04:04:50,000] [7000] [INFO] [^---Recovery]: Worker ready \n"
+                                     + "".join(f"[x] [1] [WARNING] w{i}\n" for i in range(5)))
+    out = log_digest(tmp_path, max_lines=3).splitlines()
+    w0 = [ln for ln in out if ln.startswith("w0| ")]
+    assert [ln.split("] ", 3)[-1].strip() for ln in w0] == [
+        "Setting newly assigned partitions", "Heartbeat failed for group g because it is rebalancing",
+        "stalled: the agents saw no event for over 20 s ..."]
+    assert "--- w1.log: 6 lines of interest, the last 3" in out
+    assert [ln for ln in out if ln.startswith("w1| ")] == [f"w1| [x] [1] [WARNING] w{i}" for i in (2, 3, 4)]
