@@ -42,7 +42,7 @@ from mode.utils.queues import FlowControlEvent
 from model import ProfileModel
 
 from .metrics import WorkerMetrics
-from .output import DeliveryWatch, OutputError, OutputProducer, exit_output_failed, output_for
+from .output import ChangelogWatch, DeliveryWatch, OutputError, OutputProducer, exit_output_failed, output_for
 from .sequencer import Sequencer, Verdict, commit_may_advance, covered, describe
 from .settings import Settings
 
@@ -105,6 +105,9 @@ async def deliver(coro: Any, suspend_flow: Any, wait_first: Any) -> None:
         return
     await wait_first(asyncio.ensure_future(_rest_of(coro, yielded)), suspend_flow.wait())
 
+
+#: seconds a commit waits for the state table's changelog records before it is postponed (`_Consumer._commit`)
+CHANGELOG_COMMIT_WAIT_S = 30.0
 
 #: The worker reads only committed transactions. Faust reads uncommitted records unless the app
 #: itself runs exactly-once, so a transactional producer's aborted events reached the agents and
@@ -228,6 +231,16 @@ class _Consumer(faust_aiokafka.Consumer):
                 await self.app.output.flush()
             if self.app.deliveries is not None:
                 self.app.deliveries.check()
+            # Faust's flush of its producer buffer can return with the state table's changelog
+            # records still in it (output.ChangelogWatch): wait for them here.
+            changelog = getattr(self.app, "changelog", None)
+            if changelog is not None:
+                if not await changelog.wait(CHANGELOG_COMMIT_WAIT_S):
+                    log.warning("commit skipped: %d state changelog record(s) are not on the broker after %.0f s; a "
+                                "later commit covers these offsets, and until then a restart reads those events again "
+                                "(and skips what the state has)", len(changelog.pending), CHANGELOG_COMMIT_WAIT_S)
+                    return False
+                changelog.check()
         except OutputError as exc:
             exit_output_failed(exc)
         return await super()._commit(offsets)
@@ -392,6 +405,8 @@ class ProfilestreamApp(faust.App):
     #: delivery reports of the records sent straight into Faust's producer (PROFILESTREAM_OUTPUT_CLIENT=faust);
     #: None with the other output clients
     deliveries: DeliveryWatch | None
+    #: the state table's changelog records not yet on the broker (stream/output.py); a commit waits for them
+    changelog: ChangelogWatch
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -464,6 +479,7 @@ def create_app_shell(settings: Settings, model: ProfileModel | None) -> Profiles
     app.metrics = WorkerMetrics()
     app.output = output_for(settings)
     app.deliveries = DeliveryWatch() if settings.output_client == "faust" else None
+    app.changelog = ChangelogWatch()
     return app
 
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 from confluent_kafka import KafkaException, Producer
 
-__all__ = ["OutputProducer", "DeliveryWatch", "OutputError", "EXIT_OUTPUT_FAILED", "exit_output_failed", "output_for", "probe_topics"]
+__all__ = ["OutputProducer", "DeliveryWatch", "ChangelogWatch", "OutputError", "EXIT_OUTPUT_FAILED", "exit_output_failed", "output_for", "probe_topics"]
 
 log = logging.getLogger("profilestream.output")
 
@@ -230,6 +230,59 @@ def output_for(settings: Any) -> OutputProducer | None:
         return None
     return OutputProducer(settings.confluent_config(), linger_ms=settings.producer_linger_ms,
                           stuck_s=settings.output_stuck_s)
+
+
+class ChangelogWatch:
+    """The state table's changelog records that are not on the broker yet, so that no offset is
+    committed ahead of the state change of an event below it (`_Consumer._commit` in stream/app.py
+    waits for them).
+
+    Faust writes a table's changelog records through its producer buffer (`Producer.send_soon`),
+    and its commit flushes that buffer first. But `ProducerBuffer.flush_atmost` (faust-streaming
+    0.15) returns as soon as 0.1 s pass without a record leaving the buffer, and it does not see the
+    record its sender task holds; the commit then goes out all the same. On a busy event loop or a
+    slow broker the offsets of a batch were therefore committed while its state changes still sat
+    in the buffer. A worker that died, or handed its partitions over, before they left it took them
+    with it: the next owner restored an older state from the changelog, and the committed events
+    were never applied again (the CI rebalance run of 2026-12-07: 112 events lost, 8 stale records;
+    docs/operations.md "Rebalances and Faust", item 6). `tests/integration/test_changelog_durability.py`
+    shows it with a worker whose changelog records take 0.25 s each to leave the buffer.
+
+    `track` is given each changelog record's future (`stream/tables.py`); `wait` waits until every
+    record tracked so far is delivered or failed; `check` raises OutputError if one failed."""
+
+    def __init__(self) -> None:
+        self.pending: set[asyncio.Future[Any]] = set()
+        self.failed: str | None = None
+        self.n_failed = 0
+
+    def track(self, fut: "asyncio.Future[Any]") -> None:
+        self.pending.add(fut)
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: "asyncio.Future[Any]") -> None:
+        self.pending.discard(fut)
+        exc = asyncio.CancelledError("the record's send was cancelled") if fut.cancelled() else fut.exception()
+        if exc is not None:
+            self.n_failed += 1
+            if self.failed is None:
+                self.failed = f"{type(exc).__name__}: {exc}"
+                log.error("state changelog record not delivered (%s); the worker exits before its next commit",
+                          self.failed)
+
+    async def wait(self, timeout: float) -> bool:
+        """True once every record tracked before the call is delivered (or failed); False if some
+        are still on their way after `timeout` seconds."""
+        waiting = list(self.pending)
+        if not waiting:
+            return True
+        _, not_done = await asyncio.wait(waiting, timeout=timeout)
+        return not not_done
+
+    def check(self) -> None:
+        """Raise OutputError if any changelog record failed since the worker started."""
+        if self.failed is not None:
+            raise OutputError(f"{self.n_failed} state changelog record(s) not delivered, the first: {self.failed}")
 
 
 class DeliveryWatch:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .app import ProfilestreamApp
@@ -23,3 +23,14 @@ def declare(app: "ProfilestreamApp") -> None:
         store="rocksdb://",
         help="per-user LSTM state, counters, recent items, last applied source position",
     )
+    table = app.state_table
+    send_changelog = table.send_changelog
+
+    def tracked_send_changelog(*args: Any, **kwargs: Any) -> Any:
+        # Every state write and delete goes through here (Faust's Table._send_changelog); the
+        # consumer commits no offset before these records are on the broker (output.ChangelogWatch).
+        fut = send_changelog(*args, **kwargs)
+        app.changelog.track(fut)
+        return fut
+
+    table.send_changelog = tracked_send_changelog

@@ -145,3 +145,37 @@ def test_a_failed_record_stops_the_commit(monkeypatch: pytest.MonkeyPatch) -> No
     asyncio.run(main())
     assert committed == [{"tp": 5}]
     assert len(exits) == 1 and "KafkaTimeoutError" in exits[0]
+
+
+def test_changelog_watch_waits_for_the_records_tracked_before_the_wait_and_names_the_first_failure() -> None:
+    from stream.output import ChangelogWatch
+
+    async def main() -> tuple[bool, bool, bool, ChangelogWatch]:
+        watch = ChangelogWatch()
+        loop = asyncio.get_running_loop()
+        assert await watch.wait(0.01)  # nothing tracked: nothing to wait for
+        a, b = loop.create_future(), loop.create_future()
+        watch.track(a)
+        watch.track(b)
+        loop.call_later(0.05, a.set_result, "metadata")
+        early = await watch.wait(0.01)  # neither delivered yet
+        loop.call_later(0.05, b.set_result, "metadata")
+        c = loop.create_future()
+        waiter = asyncio.ensure_future(watch.wait(5.0))
+        await asyncio.sleep(0)
+        watch.track(c)  # tracked after the wait began: not waited for
+        both = await waiter
+        assert watch.pending == {c}
+        watch.check()
+        c.set_exception(KafkaTimeoutError("batch expired"))
+        d = loop.create_future()
+        watch.track(d)
+        d.cancel()
+        await asyncio.sleep(0)
+        return early, both, watch.pending == set(), watch
+
+    early, both, drained, watch = asyncio.run(main())
+    assert (early, both, drained) == (False, True, True)
+    assert watch.n_failed == 2
+    with pytest.raises(OutputError, match=r"2 state changelog record\(s\) not delivered, the first: KafkaTimeoutError"):
+        watch.check()
