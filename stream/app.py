@@ -106,7 +106,7 @@ async def deliver(coro: Any, suspend_flow: Any, wait_first: Any) -> None:
     await wait_first(asyncio.ensure_future(_rest_of(coro, yielded)), suspend_flow.wait())
 
 
-#: seconds a commit waits for the state table's changelog records before it is postponed (`_Consumer._commit`)
+#: seconds a commit waits for the state table's changelog records before it is skipped (`_Consumer._commit`)
 CHANGELOG_COMMIT_WAIT_S = 30.0
 
 #: The worker reads only committed transactions. Faust reads uncommitted records unless the app

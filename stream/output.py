@@ -232,7 +232,43 @@ def output_for(settings: Any) -> OutputProducer | None:
                           stuck_s=settings.output_stuck_s)
 
 
-class ChangelogWatch:
+class DeliveryWatch:
+    """Delivery reports of the records the agents send straight through Faust's aiokafka producer
+    (`PROFILESTREAM_OUTPUT_CLIENT=faust`, the default): the done-callback of each record's future.
+    Faust flushes that producer before it commits, but a record aiokafka gave up on resolves its
+    future with the error and the flush returns all the same; Faust's own `Topic.send` keeps such
+    an error in a future no one reads, and the commit goes past the lost record. The consumer asks
+    `check()` after the flush and before the commit (stream/app.py `_Consumer._commit`), and the
+    worker exits without committing, as with the librdkafka producer. The check sees every record
+    the flush waited for: aiokafka resolves a batch's future and then its records' futures in one
+    go (`MessageBatch.done` / `failure`), so their callbacks are queued in the same loop iteration,
+    and the flushing task wakes only in a later one, after `asyncio.wait` has seen the batch."""
+
+    #: what the watched records are, for the log line and the error
+    what = "output record"
+
+    def __init__(self) -> None:
+        self.failed: str | None = None
+        self.n_failed = 0
+
+    def __call__(self, fut: "asyncio.Future[Any]") -> None:
+        if fut.cancelled():
+            exc: BaseException | None = asyncio.CancelledError("the record's send was cancelled")
+        else:
+            exc = fut.exception()
+        if exc is not None:
+            self.n_failed += 1
+            if self.failed is None:
+                self.failed = f"{type(exc).__name__}: {exc}"
+                log.error("%s not delivered (%s); the worker exits before its next commit", self.what, self.failed)
+
+    def check(self) -> None:
+        """Raise OutputError if any record failed since the worker started."""
+        if self.failed is not None:
+            raise OutputError(f"{self.n_failed} {self.what}(s) not delivered, the first: {self.failed}")
+
+
+class ChangelogWatch(DeliveryWatch):
     """The state table's changelog records that are not on the broker yet, so that no offset is
     committed ahead of the state change of an event below it (`_Consumer._commit` in stream/app.py
     waits for them).
@@ -249,12 +285,13 @@ class ChangelogWatch:
     shows it with a worker whose changelog records take 0.25 s each to leave the buffer.
 
     `track` is given each changelog record's future (`stream/tables.py`); `wait` waits until every
-    record tracked so far is delivered or failed; `check` raises OutputError if one failed."""
+    record tracked so far is delivered or failed; `check` (DeliveryWatch's) raises OutputError if one failed."""
+
+    what = "state changelog record"
 
     def __init__(self) -> None:
+        super().__init__()
         self.pending: set[asyncio.Future[Any]] = set()
-        self.failed: str | None = None
-        self.n_failed = 0
 
     def track(self, fut: "asyncio.Future[Any]") -> None:
         self.pending.add(fut)
@@ -262,13 +299,7 @@ class ChangelogWatch:
 
     def _done(self, fut: "asyncio.Future[Any]") -> None:
         self.pending.discard(fut)
-        exc = asyncio.CancelledError("the record's send was cancelled") if fut.cancelled() else fut.exception()
-        if exc is not None:
-            self.n_failed += 1
-            if self.failed is None:
-                self.failed = f"{type(exc).__name__}: {exc}"
-                log.error("state changelog record not delivered (%s); the worker exits before its next commit",
-                          self.failed)
+        self(fut)
 
     async def wait(self, timeout: float) -> bool:
         """True once every record tracked before the call is delivered (or failed); False if some
@@ -278,41 +309,3 @@ class ChangelogWatch:
             return True
         _, not_done = await asyncio.wait(waiting, timeout=timeout)
         return not not_done
-
-    def check(self) -> None:
-        """Raise OutputError if any changelog record failed since the worker started."""
-        if self.failed is not None:
-            raise OutputError(f"{self.n_failed} state changelog record(s) not delivered, the first: {self.failed}")
-
-
-class DeliveryWatch:
-    """Delivery reports of the records the agents send straight through Faust's aiokafka producer
-    (`PROFILESTREAM_OUTPUT_CLIENT=faust`, the default): the done-callback of each record's future.
-    Faust flushes that producer before it commits, but a record aiokafka gave up on resolves its
-    future with the error and the flush returns all the same; Faust's own `Topic.send` keeps such
-    an error in a future no one reads, and the commit goes past the lost record. The consumer asks
-    `check()` after the flush and before the commit (stream/app.py `_Consumer._commit`), and the
-    worker exits without committing, as with the librdkafka producer. The check sees every record
-    the flush waited for: aiokafka resolves a batch's future and then its records' futures in one
-    go (`MessageBatch.done` / `failure`), so their callbacks are queued in the same loop iteration,
-    and the flushing task wakes only in a later one, after `asyncio.wait` has seen the batch."""
-
-    def __init__(self) -> None:
-        self.failed: str | None = None
-        self.n_failed = 0
-
-    def __call__(self, fut: "asyncio.Future[Any]") -> None:
-        if fut.cancelled():
-            exc: BaseException | None = asyncio.CancelledError("the record's send was cancelled")
-        else:
-            exc = fut.exception()
-        if exc is not None:
-            self.n_failed += 1
-            if self.failed is None:
-                self.failed = f"{type(exc).__name__}: {exc}"
-                log.error("output record not delivered (%s); the worker exits before its next commit", self.failed)
-
-    def check(self) -> None:
-        """Raise OutputError if any record failed since the worker started."""
-        if self.failed is not None:
-            raise OutputError(f"{self.n_failed} output record(s) not delivered, the first: {self.failed}")
