@@ -3,6 +3,7 @@ exits with status 75 and says why (docs/operations.md "Stall watchdog")."""
 
 from __future__ import annotations
 
+import signal
 import time
 from itertools import islice
 from typing import Any, Callable
@@ -147,8 +148,6 @@ def test_a_worker_that_gets_back_partitions_another_worker_finished_is_not_stall
     behind the end offsets, so with nothing new arriving it counted those records as waiting and
     exited with 75 (found 2026-12-07 in a CI rebalance run). Only this generation's progress counts:
     here, the committed offset the partition was sought to."""
-    import signal
-
     s = stream_settings.with_(stall_exit_s=3.0, standby_replicas=0, partitions=3)
     events = list(islice(iter_dataset_events("ml-100k", s), 1200))
     expected: dict[str, int] = {}
