@@ -43,7 +43,7 @@ from model import ProfileModel
 
 from .metrics import WorkerMetrics
 from .output import ChangelogWatch, DeliveryWatch, OutputError, OutputProducer, exit_output_failed, output_for
-from .sequencer import Sequencer, Verdict, commit_may_advance, covered, describe
+from .sequencer import HeldCommits, Sequencer, Verdict, commit_may_advance, covered, describe
 from .settings import Settings
 
 __all__ = ["create_app", "create_app_shell", "ProfilestreamApp"]
@@ -136,6 +136,8 @@ class _Consumer(faust_aiokafka.Consumer):
         #: (`_mark_no_records`); agents.GapWatch reads them through `holds_no_records`.
         self.no_records: dict[Any, deque[tuple[int, int]]] = {}
         self.sequencer = Sequencer()
+        #: offsets whose commit did not go out, sent with the next one (sequencer.HeldCommits)
+        self.held_commits = HeldCommits()
         self._fetch_round = 0
         self._last_seek: dict[Any, int | None] = {}
 
@@ -174,11 +176,13 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         self.sequencer.reset(revoked)
+        self.held_commits.forget(revoked)
         await super().on_partitions_revoked(revoked)
         self.sequencer.reset(revoked)  # a hand-over cut short by the revoke may have finished meanwhile
 
     async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
         self.sequencer.reset(assigned)
+        self.held_commits.forget(assigned)  # the seek to the broker's committed offset reads them again
         await super().on_partitions_assigned(assigned, generation_id)
 
     def _new_offset(self, tp: Any) -> int | None:
@@ -236,14 +240,24 @@ class _Consumer(faust_aiokafka.Consumer):
             changelog = getattr(self.app, "changelog", None)
             if changelog is not None:
                 if not await changelog.wait(CHANGELOG_COMMIT_WAIT_S):
-                    log.warning("commit skipped: %d state changelog record(s) are not on the broker after %.0f s; a "
-                                "later commit covers these offsets, and until then a restart reads those events again "
-                                "(and skips what the state has)", len(changelog.pending), CHANGELOG_COMMIT_WAIT_S)
+                    log.warning("commit skipped: %d state changelog record(s) are not on the broker after %.1f s; "
+                                "the next commit sends these offsets, and until then a restart reads those events "
+                                "again (and skips what the state has)", len(changelog.pending), CHANGELOG_COMMIT_WAIT_S)
+                    self.held_commits.hold(offsets)
                     return False
                 changelog.check()
         except OutputError as exc:
             exit_output_failed(exc)
-        return await super()._commit(offsets)
+        if await super()._commit(offsets):
+            self.held_commits.sent(offsets)
+            return True
+        self.held_commits.hold(offsets)  # e.g. refused in a rebalance: kept unless the partition is revoked
+        return False
+
+    def _filter_committable_offsets(self, tps: Any) -> dict[Any, int]:
+        # Faust counts offsets as committed even when `_commit` did not send them (HeldCommits):
+        # each commit carries them again until one goes out.
+        return self.held_commits.add_to(super()._filter_committable_offsets(tps))
 
     def holds_no_records(self, tp: Any, start: int, end: int) -> bool:
         """Whether the fetch proved offsets [start, end) of `tp` free of records (`Verdict.GAP`)."""

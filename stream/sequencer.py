@@ -36,7 +36,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Hashable, Iterable
 
-__all__ = ["Sequencer", "Verdict", "commit_may_advance", "covered", "describe"]
+__all__ = ["HeldCommits", "Sequencer", "Verdict", "commit_may_advance", "covered", "describe"]
 
 
 class Verdict(Enum):
@@ -137,6 +137,43 @@ def commit_may_advance(acked: list[int], gap_starts: Iterable[int], base: int | 
         return True
     lowest = min(acked)
     return min(lowest, min(gap_starts, default=lowest)) <= base
+
+
+class HeldCommits:
+    """Offsets whose commit did not reach the broker, to be sent with the next commit.
+
+    faust-streaming 0.15 (`Consumer._commit_offsets`) records offsets as committed whether or not
+    its `_commit` sent them, and it commits a partition again only once an agent acks a record above
+    them. A commit that did not go out (`_Consumer._commit` in stream/app.py skips one whose state
+    changelog records are not on the broker in time; the broker can refuse one) therefore stayed
+    unsent while its partition was quiet, until a restart read those events again. `_Consumer` holds
+    such offsets here and adds them to each later commit until one is sent, and forgets them for a
+    partition that is revoked (its next owner reads from the broker's committed offset)."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[Hashable, int] = {}
+
+    def hold(self, offsets: dict[Any, int]) -> None:
+        for tp, offset in offsets.items():
+            if offset > self.offsets.get(tp, -1):
+                self.offsets[tp] = offset
+
+    def add_to(self, offsets: dict[Any, int]) -> dict[Any, int]:
+        """`offsets` with every held offset that is higher than the one it has for the partition."""
+        merged = dict(offsets)
+        for tp, offset in self.offsets.items():
+            if offset > merged.get(tp, -1):
+                merged[tp] = offset
+        return merged
+
+    def sent(self, offsets: dict[Any, int]) -> None:
+        for tp, offset in offsets.items():
+            if tp in self.offsets and self.offsets[tp] <= offset:
+                del self.offsets[tp]
+
+    def forget(self, tps: Iterable[Hashable]) -> None:
+        for tp in tps:
+            self.offsets.pop(tp, None)
 
 
 def covered(stretches: Iterable[tuple[int, int]], start: int, end: int) -> bool:

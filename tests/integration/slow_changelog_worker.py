@@ -2,7 +2,9 @@
 `SLOW_CHANGELOG_S` each to leave Faust's producer buffer, as on a busy event loop or a slow broker
 (`python -m tests.integration.slow_changelog_worker`). Faust's buffer flush gives up after 0.1 s
 without progress (`ProducerBuffer.flush_atmost`), so a commit then went out ahead of the state
-changes of the events it committed."""
+changes of the events it committed. `SLOW_CHANGELOG_COMMIT_WAIT_S` shortens how long a commit waits
+for those records before it is skipped (`stream.app.CHANGELOG_COMMIT_WAIT_S`), so that skipped
+commits happen in a short test."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 from faust.transport.producer import ProducerBuffer
 
+from stream import app as stream_app
 from stream.settings import Settings
 from stream.worker import run_worker
 
@@ -26,4 +29,6 @@ async def _slow_send_pending(self: ProducerBuffer, fut: Any) -> None:
 
 if __name__ == "__main__":
     ProducerBuffer._send_pending = _slow_send_pending  # type: ignore[method-assign]
+    if "SLOW_CHANGELOG_COMMIT_WAIT_S" in os.environ:
+        stream_app.CHANGELOG_COMMIT_WAIT_S = float(os.environ["SLOW_CHANGELOG_COMMIT_WAIT_S"])
     run_worker(Settings.from_env())

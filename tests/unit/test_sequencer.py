@@ -20,7 +20,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from stream.app import create_app_shell
-from stream.sequencer import Sequencer, Verdict, commit_may_advance
+from stream.sequencer import HeldCommits, Sequencer, Verdict, commit_may_advance
 from stream.settings import Settings
 
 T = TP("events.raw", 0)
@@ -291,3 +291,65 @@ def test_settled_reads_the_real_aiokafka_fetch_position() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
+
+
+# ---------------------------------------------------------------- commits that did not go out
+
+
+def test_held_commits_keep_the_highest_offset_until_one_as_high_is_sent() -> None:
+    held = HeldCommits()
+    u = TP(T.topic, 1)
+    held.hold({T: 10, u: 5})
+    held.hold({T: 8})  # an older skipped commit does not lower it
+    assert held.add_to({T: 9}) == {T: 10, u: 5}  # a lower new offset is raised to the held one
+    assert held.add_to({T: 12}) == {T: 12, u: 5}
+    held.sent({T: 9})
+    assert held.offsets == {T: 10, u: 5}  # 9 does not cover 10
+    held.sent({T: 12})
+    held.forget([u])  # revoked: its next owner reads from the broker's committed offset
+    assert held.offsets == {} and held.add_to({}) == {}
+
+
+def test_a_skipped_commit_is_sent_by_the_next_commit_although_no_new_event_came(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real commit path (Faust's `force_commit` → `_commit_offsets` → our `_commit`), with the
+    Kafka client's commit replaced by a list: a commit skipped because a changelog record was not
+    on the broker in time goes out with the next commit once the record is, while Faust alone
+    counts the skipped offsets as committed and never sends them."""
+    import stream.app as stream_app
+
+    sent: list[dict[TP, int]] = []
+
+    async def kafka_commit(self: Any, offsets: dict[TP, int]) -> bool:
+        sent.append(dict(offsets))
+        return True
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "_commit", kafka_commit)
+    monkeypatch.setattr(stream_app, "CHANGELOG_COMMIT_WAIT_S", 0.01)
+
+    async def main() -> tuple[Any, dict[TP, int]]:
+        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
+        c = app.consumer
+        app.topics.acks_enabled_for = lambda topic: topic == T.topic
+        c.assignment = lambda: {T}
+
+        async def flushed() -> None:
+            return None
+
+        app.producer.flush = flushed
+        record = asyncio.get_running_loop().create_future()
+        app.changelog.track(record)  # a state change still in Faust's buffer
+        c._committed_offset[T] = 0
+        c._acked[T].extend(range(10))  # the agents finished offsets 0-9
+        assert not await c.force_commit()  # skipped: the changelog record is not on the broker
+        assert sent == [] and c.held_commits.offsets == {T: 10}
+        faust_alone = faust_aiokafka.Consumer._filter_committable_offsets(c, [T])
+        record.set_result("delivered")
+        await asyncio.sleep(0)
+        assert await c.force_commit()  # no event came since, and the offsets go out
+        return c, faust_alone
+
+    c, faust_alone = asyncio.run(main())
+    assert faust_alone == {}  # Faust took 10 as committed when it was not
+    assert sent == [{T: 10}]
+    assert c.held_commits.offsets == {}
