@@ -243,7 +243,7 @@ class _Consumer(faust_aiokafka.Consumer):
                     log.warning("commit skipped: %d state changelog record(s) are not on the broker after %.1f s; "
                                 "the next commit sends these offsets, and until then a restart reads those events "
                                 "again (and skips what the state has)", len(changelog.pending), CHANGELOG_COMMIT_WAIT_S)
-                    self.held_commits.hold(offsets)
+                    self._hold(offsets, "changelog")
                     return False
                 changelog.check()
         except OutputError as exc:
@@ -251,8 +251,14 @@ class _Consumer(faust_aiokafka.Consumer):
         if await super()._commit(offsets):
             self.held_commits.sent(offsets)
             return True
-        self.held_commits.hold(offsets)  # e.g. refused in a rebalance: kept unless the partition is revoked
+        self._hold(offsets, "refused")  # e.g. in a rebalance: kept unless the partition is revoked
         return False
+
+    def _hold(self, offsets: Any, reason: str) -> None:
+        self.held_commits.hold(offsets)
+        metrics = getattr(self.app, "metrics", None)
+        if metrics is not None:
+            metrics.commits_held.labels(reason).inc()
 
     def _filter_committable_offsets(self, tps: Any) -> dict[Any, int]:
         # Faust counts offsets as committed even when `_commit` did not send them (HeldCommits):

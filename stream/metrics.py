@@ -37,6 +37,10 @@ class WorkerMetrics:
             "profilestream_raw_partition_mismatch", "single-hop mode: raw events on another partition than Kafka's "
             "default (murmur2) partitioner gives their key (state then does not survive a switch to two-hop mode)",
             registry=r)
+        self.commits_held = Counter(
+            "profilestream_commits_held", "offset commits that did not go out, by reason: changelog (the state "
+            "changelog records not on the broker in time), refused (by the broker, e.g. in a rebalance); their "
+            "offsets go with the next commit (stream/sequencer.py HeldCommits)", ["reason"], registry=r)
         self.stall_checks = Counter("profilestream_stall_checks", "checks of the stall watchdog (every 5 s)",
                                     registry=r)
         self.records_waiting = Gauge(

@@ -353,3 +353,38 @@ def test_a_skipped_commit_is_sent_by_the_next_commit_although_no_new_event_came(
     assert faust_alone == {}  # Faust took 10 as committed when it was not
     assert sent == [{T: 10}]
     assert c.held_commits.offsets == {}
+    reg = c.app.metrics.registry
+    assert reg.get_sample_value("profilestream_commits_held_total", {"reason": "changelog"}) == 1
+    assert not reg.get_sample_value("profilestream_commits_held_total", {"reason": "refused"})
+
+
+def test_a_commit_the_broker_refused_is_held_for_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = [False, True]  # Faust's `_commit` returns False when the broker refuses (e.g. rebalanced)
+    sent: list[dict[TP, int]] = []
+
+    async def kafka_commit(self: Any, offsets: dict[TP, int]) -> bool:
+        sent.append(dict(offsets))
+        return answers.pop(0)
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "_commit", kafka_commit)
+
+    async def main() -> Any:
+        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
+        c = app.consumer
+        app.topics.acks_enabled_for = lambda topic: topic == T.topic
+        c.assignment = lambda: {T}
+
+        async def flushed() -> None:
+            return None
+
+        app.producer.flush = flushed
+        c._committed_offset[T] = 0
+        c._acked[T].extend(range(5))
+        assert not await c.force_commit()
+        assert await c.force_commit()
+        return c
+
+    c = asyncio.run(main())
+    assert sent == [{T: 5}, {T: 5}]
+    assert c.held_commits.offsets == {}
+    assert c.app.metrics.registry.get_sample_value("profilestream_commits_held_total", {"reason": "refused"}) == 1
