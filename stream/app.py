@@ -255,7 +255,9 @@ class _Consumer(faust_aiokafka.Consumer):
         return False
 
     def _hold(self, offsets: Any, reason: str) -> None:
-        self.held_commits.hold(offsets)
+        # only partitions still assigned: one revoked meanwhile is read again by its next owner
+        assigned = self.assignment()
+        self.held_commits.hold({tp: off for tp, off in offsets.items() if tp in assigned})
         metrics = getattr(self.app, "metrics", None)
         if metrics is not None:
             metrics.commits_held.labels(reason).inc()

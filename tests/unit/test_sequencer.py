@@ -388,3 +388,29 @@ def test_a_commit_the_broker_refused_is_held_for_the_next_one(monkeypatch: pytes
     assert sent == [{T: 5}, {T: 5}]
     assert c.held_commits.offsets == {}
     assert c.app.metrics.registry.get_sample_value("profilestream_commits_held_total", {"reason": "refused"}) == 1
+
+
+def test_a_refused_commit_of_a_partition_revoked_meanwhile_is_not_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> Any:
+        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
+        c = app.consumer
+
+        async def kafka_commit(self: Any, offsets: dict[TP, int]) -> bool:
+            c.assignment = lambda: set()  # the rebalance revoked T while the commit was on its way
+            return False
+
+        monkeypatch.setattr(faust_aiokafka.Consumer, "_commit", kafka_commit)
+        app.topics.acks_enabled_for = lambda topic: topic == T.topic
+        c.assignment = lambda: {T}
+
+        async def flushed() -> None:
+            return None
+
+        app.producer.flush = flushed
+        c._committed_offset[T] = 0
+        c._acked[T].extend(range(5))
+        assert not await c.force_commit()
+        return c
+
+    c = asyncio.run(main())
+    assert c.held_commits.offsets == {}  # its next owner reads from the broker's committed offset
