@@ -263,7 +263,7 @@ OFF_USERS_SHOWN = 10
 #: Worker log lines that explain a failed chaos run: every warning and error, and the INFO lines on
 #: rebalances, table recovery, seeks, consumer generations, commits discarded and the watchdog.
 _DIGEST = re.compile(r"\[(WARNING|ERROR|CRITICAL)\]|generation|Revoking|Setting newly assigned|Worker ready|"
-                     r"Recovery complete|seek|Discarded commit|stall|Stopping|rebalance:")
+                     r"Recovery complete|seek|committed offsets|first record of|Discarded commit|stall|Stopping|rebalance:")
 
 
 def log_digest(workdir: Path, max_lines: int = 400) -> str:

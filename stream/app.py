@@ -155,6 +155,7 @@ class _Consumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         self._last_seek = {}
         await super().perform_seek()
+        sought = []
         for tp, off in self._last_seek.items():
             if not self._is_stream(tp):
                 continue
@@ -164,6 +165,10 @@ class _Consumer(faust_aiokafka.Consumer):
                 off = 0
                 await self._seek_quietly(tp, 0)
             self.sequencer.sought(tp, off)
+            sought.append(f"{describe(tp)} {off}")
+        # Until a partition is sought here its records are held back (Verdict.WAIT): this line says
+        # which partitions a generation reads and from where.
+        log.info("stream partitions read from their committed offsets: %s", ", ".join(sorted(sought)) or "none")
 
     async def _seek_quietly(self, tp: Any, offset: int) -> bool:
         try:

@@ -14,8 +14,12 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from bench.chaos import log_digest
 from stream import Settings, broker_down, broker_status, broker_up
+from stream.consume import OutputFollower
 from stream.process import WorkerProcess, free_port
+
+from .helpers import caught_up
 
 REPO = Path(__file__).resolve().parents[2]
 #: Tests use their own broker port and state dir so they never touch a running demo. The port is
@@ -81,3 +85,22 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, poll: C
         if poll is None:
             time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_caught_up(outputs: OutputFollower, want: dict[str, int], *, timeout: float, what: str,
+                   logs: Path | None = None) -> None:
+    """`wait_for` every user's profile to count `want[user]` events (and its recommendations to
+    match it). On timeout the error names the users that are off, (expected, got), and the stale
+    records, and the lines of the worker logs under `logs` that explain what the workers did (CI
+    keeps only what a failed test printed)."""
+    try:
+        wait_for(lambda: caught_up(outputs, want), timeout=timeout, what=what, poll=outputs.poll)
+    except AssertionError as exc:
+        off = {u: (n, outputs.profiles.get(u, {}).get("events_seen")) for u, n in want.items()
+               if outputs.profiles.get(u, {}).get("events_seen") != n}
+        shown = dict(sorted(off.items())[:20])
+        if logs is not None:
+            print(log_digest(logs))
+        raise AssertionError(f"{exc}; {len(off)} users off (expected, got), the first {len(shown)}: {shown}; "
+                             f"stale records {outputs.stale}") from None
+

@@ -26,7 +26,7 @@ from stream import Settings
 from stream.process import free_port
 from stream.replay import iter_dataset_events, produce_events
 
-from .conftest import REPO, Worker, wait_for
+from .conftest import REPO, Worker, wait_caught_up, wait_for
 from .helpers import Outputs, assert_parity, by_user, caught_up
 
 pytestmark = pytest.mark.integration
@@ -75,13 +75,8 @@ def test_a_commit_waits_for_the_changelog_so_a_new_owner_restores_every_committe
         for u, h in by_user(later).items():
             histories.setdefault(u, []).extend(h)
         want = {u: len(h) for u, h in histories.items()}
-        try:
-            wait_for(lambda: caught_up(outputs, want), timeout=60, what="every user's profile to count all its events",
-                     poll=outputs.poll)
-        except AssertionError as exc:
-            off = {u: (n, outputs.profiles.get(u, {}).get("events_seen")) for u, n in want.items()
-                   if outputs.profiles.get(u, {}).get("events_seen") != n}
-            raise AssertionError(f"{exc}; users off (expected, got): {off}; stale records {outputs.stale}") from None
+        wait_caught_up(outputs, want, timeout=60, what="every user's profile to count all its events",
+                       logs=stream_settings.state_dir.parent)
         worst = assert_parity(ProfileModel.load(s.artifact_path), outputs, histories, s.top_k)
         m = fresh.metrics()
     finally:

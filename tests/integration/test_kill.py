@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from itertools import islice
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -15,8 +16,8 @@ from model import ProfileModel
 from stream import Settings
 from stream.replay import iter_dataset_events, produce_events
 
-from .conftest import Worker, wait_for
-from .helpers import Outputs, assert_parity, by_user, caught_up
+from .conftest import Worker, wait_caught_up, wait_for
+from .helpers import Outputs, assert_parity, by_user
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("single_hop,window_ms", [(False, 5.0), (True, 5.0), (True, 0.0), (False, 0.0)],
                          ids=["two-hop", "single-hop", "single-hop-no-window", "two-hop-no-window"])
 def test_sigkill_during_replay_loses_nothing_and_applies_nothing_twice(
-        stream_settings: Settings, worker_factory: Callable[..., Worker], single_hop: bool, window_ms: float) -> None:
+        stream_settings: Settings, worker_factory: Callable[..., Worker], single_hop: bool, window_ms: float,
+        tmp_path: Path) -> None:
     # window_ms 0: batches of what has arrived (stream/take.py), which acks its events itself
     s = stream_settings.with_(batch_size=64, single_hop=single_hop, batch_window_ms=window_ms)
     # Without event_id: the normalize stage's redeliveries after a kill must be recognised by the id
@@ -47,8 +49,8 @@ def test_sigkill_during_replay_loses_nothing_and_applies_nothing_twice(
         recoveries.append(time.monotonic() - t0)
     producer.join(60)
     assert sent[0] == len(events)
-    wait_for(lambda: caught_up(outputs, {u: len(h) for u, h in histories.items()}), timeout=240,
-             what="every user caught up after the kills", poll=outputs.poll)
+    wait_caught_up(outputs, {u: len(h) for u, h in histories.items()}, timeout=240,
+                   what="every user caught up after the kills", logs=tmp_path)
     worst = assert_parity(ProfileModel.load(s.artifact_path), outputs, histories, s.top_k)
     m = worker.metrics()
     print(f"\n[kill -9 x2, single_hop={single_hop}] recovery (restart until ready) {', '.join(f'{r:.1f} s' for r in recoveries)}; "

@@ -135,14 +135,17 @@ def test_chaos_log_digest_keeps_what_explains_a_failed_run(tmp_path) -> None:  #
         "[2026-12-07 04:04:36,255] [6229] [INFO] Setting newly assigned partitions \n"
         "| chaos.events.raw | {0-2} |\n"
         "[2026-12-07 04:04:36,300] [6229] [INFO] opening partition 2 for gen id 1 app id 1 \n"
+        "[2026-12-07 04:04:37,000] [6229] [INFO] stream partitions read from their committed offsets: c.events.raw[0] 314 \n"
+        "[2026-12-07 04:04:37,100] [6229] [INFO] c.events.raw[0]: first record of consumer generation 1 at offset 314 \n"
         "[2026-12-07 04:04:46,446] [6229] [WARNING] Heartbeat failed for group g because it is rebalancing \n"
         "[2026-12-07 04:05:20,000] [6229] [ERROR] stalled: the agents saw no event for over 20 s ...\n")
     (tmp_path / "w1.log").write_text("[2026-12-07 04:04:50,000] [7000] [INFO] [^---Recovery]: Worker ready \n"
                                      + "".join(f"[x] [1] [WARNING] w{i}\n" for i in range(5)))
-    out = log_digest(tmp_path, max_lines=3).splitlines()
+    out = log_digest(tmp_path, max_lines=5).splitlines()
     w0 = [ln for ln in out if ln.startswith("w0| ")]
     assert [ln.split("] ", 3)[-1].strip() for ln in w0] == [
-        "Setting newly assigned partitions", "Heartbeat failed for group g because it is rebalancing",
+        "Setting newly assigned partitions", "stream partitions read from their committed offsets: c.events.raw[0] 314",
+        "c.events.raw[0]: first record of consumer generation 1 at offset 314", "Heartbeat failed for group g because it is rebalancing",
         "stalled: the agents saw no event for over 20 s ..."]
-    assert "--- w1.log: 6 lines of interest, the last 3" in out
-    assert [ln for ln in out if ln.startswith("w1| ")] == [f"w1| [x] [1] [WARNING] w{i}" for i in (2, 3, 4)]
+    assert "--- w1.log: 6 lines of interest, the last 5" in out
+    assert [ln for ln in out if ln.startswith("w1| ")] == [f"w1| [x] [1] [WARNING] w{i}" for i in (0, 1, 2, 3, 4)]
