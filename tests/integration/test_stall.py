@@ -81,6 +81,25 @@ def test_a_worker_whose_fetches_stop_is_ended_and_a_fresh_one_applies_every_even
           f"a fresh worker applied the other {len(events) - 1}")
 
 
+def test_a_worker_whose_seek_never_reaches_the_fetch_loop_is_ended(stream_settings: Settings) -> None:
+    """Records held back for a seek that never comes (tests/integration/unsought_worker.py): no
+    partition has a record seen or a seek in this generation, and the watchdog must still count its
+    records as waiting, from the committed offset, and end the worker."""
+    s = stream_settings.with_(batch_size=1, stall_exit_s=3.0, standby_replicas=0)
+    events = _one_users_events(s)
+    log = stream_settings.state_dir.parent / "unsought.log"
+    w = Worker(s, log, module="tests.integration.unsought_worker", args=(), cwd=REPO).start()
+    t0 = time.monotonic()
+    produce_events(s, events, progress=False)
+    wait_for(lambda: not w.alive(), timeout=90, what="the worker whose seek never came to exit")
+    took = time.monotonic() - t0
+    assert w.proc is not None and w.proc.returncode == EXIT_STALLED, w.tail()
+    text = log.read_text(errors="replace")
+    assert f"stalled: the agents saw no event for over 3 s while {len(events)} records wait in" in text, w.tail()
+    print(f"\n[stall watchdog] seek never reached the fetch loop: exited {EXIT_STALLED} {took:.1f} s after the "
+          f"events were sent")
+
+
 def test_a_worker_exits_when_the_stable_group_leaves_source_partitions_to_nobody(stream_settings: Settings) -> None:
     """The gap the per-partition check leaves: a worker with no source partitions sees nothing to
     do. The group check names the partitions no member holds and ends the worker like a stall."""

@@ -33,6 +33,18 @@ def test_progress_counts_from_this_generation_not_from_an_earlier_one() -> None:
     assert generation_progress([raw1], last, 3, lambda tp: None) == {raw1: 120}  # the generation it was seen in
 
 
+def test_a_partition_without_a_seek_counts_from_its_committed_offset_for_the_watchdog() -> None:
+    raw0, raw1, raw2 = ("raw", 0), ("raw", 1), ("raw", 2)
+    last = {raw0: (40, 7), raw1: (55, 3)}  # raw1: seen in an earlier generation only
+    floors = {raw0: 30}  # raw1 and raw2 never sought in generation 7
+    committed = {raw1: 60}.get  # raw2: nothing committed
+    seen = generation_progress([raw0, raw1, raw2], last, 7, floors.get, committed)
+    assert seen == {raw0: 40, raw1: 59, raw2: -1}
+    # their records wait: from 60 and from 0; they were left out before (the partition known to neither)
+    assert backlog({raw0: 41, raw1: 70, raw2: 5}, seen) == {raw0: 0, raw1: 10, raw2: 5}
+    assert generation_progress([raw0, raw1, raw2], last, 7, floors.get) == {raw0: 40, raw1: 55}
+
+
 def test_backlog_of_a_settled_partition_is_zero() -> None:
     # raw[0] ends with a transaction's commit marker at 10: the last record is 9, the end 11
     ends = {("raw", 0): 11, ("raw", 1): 11}
