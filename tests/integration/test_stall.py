@@ -31,17 +31,23 @@ def _one_users_events(s: Settings) -> list[dict[str, Any]]:
     return events
 
 
-def test_a_stalled_worker_exits_with_75_and_names_the_cause(stream_settings: Settings, tmp_path: object) -> None:
+def _until_it_exits(stream_settings: Settings, module: str) -> tuple[Settings, list[dict[str, Any]], str, float]:
+    """Run `tests.integration.<module>` (3 s stall time), send one user's events, and wait until the
+    worker exits with 75: its settings, the events, its log and the seconds from the send to the exit."""
     s = stream_settings.with_(batch_size=1, stall_exit_s=3.0, standby_replicas=0)
     events = _one_users_events(s)
-    log = stream_settings.state_dir.parent / "stalled.log"
-    w = Worker(s, log, module="tests.integration.stalled_worker", args=(), cwd=REPO).start()
+    log = stream_settings.state_dir.parent / f"{module}.log"
+    w = Worker(s, log, module=f"tests.integration.{module}", args=(), cwd=REPO).start()
     t0 = time.monotonic()
     produce_events(s, events, progress=False)
-    wait_for(lambda: not w.alive(), timeout=90, what="the stalled worker to exit")
+    wait_for(lambda: not w.alive(), timeout=90, what=f"the worker ({module}) to exit")
     took = time.monotonic() - t0
     assert w.proc is not None and w.proc.returncode == EXIT_STALLED, w.tail()
-    text = log.read_text(errors="replace")
+    return s, events, log.read_text(errors="replace"), took
+
+
+def test_a_stalled_worker_exits_with_75_and_names_the_cause(stream_settings: Settings) -> None:
+    s, _, text, took = _until_it_exits(stream_settings, "stalled_worker")
     assert "stalled: the agents saw no event for over 3 s while" in text
     assert f"records wait in {s.topic('events')}[" in text  # the profile agent's partition, not events.raw
     assert took >= 3.0  # not before the configured time
@@ -85,17 +91,8 @@ def test_a_worker_whose_seek_never_reaches_the_fetch_loop_is_ended(stream_settin
     """Records held back for a seek that never comes (tests/integration/unsought_worker.py): no
     partition has a record seen or a seek in this generation, and the watchdog must still count its
     records as waiting, from the committed offset, and end the worker."""
-    s = stream_settings.with_(batch_size=1, stall_exit_s=3.0, standby_replicas=0)
-    events = _one_users_events(s)
-    log = stream_settings.state_dir.parent / "unsought.log"
-    w = Worker(s, log, module="tests.integration.unsought_worker", args=(), cwd=REPO).start()
-    t0 = time.monotonic()
-    produce_events(s, events, progress=False)
-    wait_for(lambda: not w.alive(), timeout=90, what="the worker whose seek never came to exit")
-    took = time.monotonic() - t0
-    assert w.proc is not None and w.proc.returncode == EXIT_STALLED, w.tail()
-    text = log.read_text(errors="replace")
-    assert f"stalled: the agents saw no event for over 3 s while {len(events)} records wait in" in text, w.tail()
+    _, events, text, took = _until_it_exits(stream_settings, "unsought_worker")
+    assert f"stalled: the agents saw no event for over 3 s while {len(events)} records wait in" in text, text[-3000:]
     print(f"\n[stall watchdog] seek never reached the fetch loop: exited {EXIT_STALLED} {took:.1f} s after the "
           f"events were sent")
 

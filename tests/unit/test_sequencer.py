@@ -310,6 +310,23 @@ def test_held_commits_keep_the_highest_offset_until_one_as_high_is_sent() -> Non
     assert held.offsets == {} and held.add_to({}) == {}
 
 
+def _consumer_with_acks(n: int) -> Any:
+    """The app shell's consumer, in the running loop, owning T, whose agents finished offsets 0 … n-1
+    above a committed offset of 0; Faust's producer flush is a no-op (nothing was sent)."""
+    app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
+    c = app.consumer
+    app.topics.acks_enabled_for = lambda topic: topic == T.topic
+    c.assignment = lambda: {T}
+
+    async def flushed() -> None:
+        return None
+
+    app.producer.flush = flushed
+    c._committed_offset[T] = 0
+    c._acked[T].extend(range(n))
+    return c
+
+
 def test_a_skipped_commit_is_sent_by_the_next_commit_although_no_new_event_came(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The real commit path (Faust's `force_commit` → `_commit_offsets` → our `_commit`), with the
@@ -328,19 +345,9 @@ def test_a_skipped_commit_is_sent_by_the_next_commit_although_no_new_event_came(
     monkeypatch.setattr(stream_app, "CHANGELOG_COMMIT_WAIT_S", 0.01)
 
     async def main() -> tuple[Any, dict[TP, int]]:
-        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
-        c = app.consumer
-        app.topics.acks_enabled_for = lambda topic: topic == T.topic
-        c.assignment = lambda: {T}
-
-        async def flushed() -> None:
-            return None
-
-        app.producer.flush = flushed
+        c = _consumer_with_acks(10)
         record = asyncio.get_running_loop().create_future()
-        app.changelog.track(record)  # a state change still in Faust's buffer
-        c._committed_offset[T] = 0
-        c._acked[T].extend(range(10))  # the agents finished offsets 0-9
+        c.app.changelog.track(record)  # a state change still in Faust's buffer
         assert not await c.force_commit()  # skipped: the changelog record is not on the broker
         assert sent == [] and c.held_commits.offsets == {T: 10}
         faust_alone = faust_aiokafka.Consumer._filter_committable_offsets(c, [T])
@@ -369,17 +376,7 @@ def test_a_commit_the_broker_refused_is_held_for_the_next_one(monkeypatch: pytes
     monkeypatch.setattr(faust_aiokafka.Consumer, "_commit", kafka_commit)
 
     async def main() -> Any:
-        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
-        c = app.consumer
-        app.topics.acks_enabled_for = lambda topic: topic == T.topic
-        c.assignment = lambda: {T}
-
-        async def flushed() -> None:
-            return None
-
-        app.producer.flush = flushed
-        c._committed_offset[T] = 0
-        c._acked[T].extend(range(5))
+        c = _consumer_with_acks(5)
         assert not await c.force_commit()
         assert await c.force_commit()
         return c
@@ -392,23 +389,13 @@ def test_a_commit_the_broker_refused_is_held_for_the_next_one(monkeypatch: pytes
 
 def test_a_refused_commit_of_a_partition_revoked_meanwhile_is_not_held(monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> Any:
-        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
-        c = app.consumer
+        c = _consumer_with_acks(5)
 
         async def kafka_commit(self: Any, offsets: dict[TP, int]) -> bool:
             c.assignment = lambda: set()  # the rebalance revoked T while the commit was on its way
             return False
 
         monkeypatch.setattr(faust_aiokafka.Consumer, "_commit", kafka_commit)
-        app.topics.acks_enabled_for = lambda topic: topic == T.topic
-        c.assignment = lambda: {T}
-
-        async def flushed() -> None:
-            return None
-
-        app.producer.flush = flushed
-        c._committed_offset[T] = 0
-        c._acked[T].extend(range(5))
         assert not await c.force_commit()
         return c
 
