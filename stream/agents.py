@@ -449,10 +449,8 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
         tps = assigned_source_partitions(app.consumer.assignment(), sources)
         busy = bool(app.rebalancing) or not app.flow_control.is_active()
         ends = await asyncio.get_running_loop().run_in_executor(None, end_offsets, tps) if tps and not busy else {}
-        # a rebalance that began while the end offsets were read has reset the seeks: not judged now
-        busy = busy or bool(app.rebalancing) or not app.flow_control.is_active()
-        if busy:
-            ends = {}
+        if app.rebalancing or not app.flow_control.is_active():
+            busy, ends = True, {}  # a rebalance began while the end offsets were read: not judged now
         last = {tp: v for g in gap_watches for tp, v in g.last.items()}
         seen = generation_progress(tps, last, app.consumer_generation_id,
                                    lambda tp: app.consumer.sequencer.floor(TP(*tp)),

@@ -43,8 +43,7 @@ def backlog(end_offsets: Mapping[tuple[str, int], int], seen: Mapping[tuple[str,
 
 def generation_progress(assigned: Iterable[tuple[str, int]], last: Mapping[tuple[str, int], tuple[int, int]],
                         generation: int, floor: Callable[[tuple[str, int]], int | None],
-                        committed: Callable[[tuple[str, int]], int | None] | None = None,
-                        ) -> dict[tuple[str, int], int]:
+                        committed: Callable[[tuple[str, int]], int | None]) -> dict[tuple[str, int], int]:
     """The `seen` map for `backlog`: per assigned source partition, the last offset the agents saw in
     the current consumer `generation`, and no less than the offset before `floor(tp)`, where this
     generation's run began (the committed offset the partition was sought to; None before the seek).
@@ -56,14 +55,14 @@ def generation_progress(assigned: Iterable[tuple[str, int]], last: Mapping[tuple
     waiting: a false stall, exit 75 (found 2026-12-07 in a CI rebalance run;
     `tests/integration/test_stall.py`).
 
-    A partition with neither a record seen in this generation nor a seek: without `committed`, the
-    offset seen in an earlier generation is used, and a partition known to neither is left out
-    (nothing to judge by). The watchdog passes `committed` (the consumer's committed offset, None
-    when nothing is committed) and asks only while no rebalance runs, when every assigned partition
-    has had its seek: a partition without one then never began its run, and the fetch loop holds
-    its records back for a seek that is not coming (stream/sequencer.py, Verdict.WAIT). It counts
-    from its committed offset, so its records count as waiting and the watchdog can end the worker
-    (`tests/integration/test_stall.py`, a worker whose seeks never reach the fetch loop)."""
+    A partition with neither a record seen in this generation nor a seek counts from its committed
+    offset, `committed(tp)` (None: nothing committed, so from offset 0). The watchdog asks only
+    while no rebalance runs, when every assigned partition has had its seek: a partition without one
+    never began its run, and the fetch loop holds its records back for a seek that is not coming
+    (stream/sequencer.py, Verdict.WAIT), so they count as waiting and the watchdog can end the
+    worker. Until 2026-12-07 (second session) such a partition was left out, or judged by an offset
+    seen in an earlier generation (`tests/integration/test_stall.py`, a worker whose seeks never
+    reach the fetch loop)."""
     out: dict[tuple[str, int], int] = {}
     for tp in assigned:
         prev = last.get(tp)
@@ -72,11 +71,9 @@ def generation_progress(assigned: Iterable[tuple[str, int]], last: Mapping[tuple
                 ([start - 1] if start is not None else [])
         if known:
             out[tp] = max(known)
-        elif committed is not None:
+        else:
             at = committed(tp)
-            out[tp] = (at if at is not None else 0) - 1
-        elif prev is not None:
-            out[tp] = prev[0]
+            out[tp] = (0 if at is None else at) - 1
     return out
 
 

@@ -18,31 +18,28 @@ def test_backlog_counts_unread_records_of_partitions_with_a_seen_offset() -> Non
 
 
 def test_progress_counts_from_this_generation_not_from_an_earlier_one() -> None:
-    raw0, raw1, raw2, raw3 = ("raw", 0), ("raw", 1), ("raw", 2), ("raw", 3)
+    raw0, raw1, raw3 = ("raw", 0), ("raw", 1), ("raw", 3)
     last = {raw0: (40, 7),   # seen in this generation (7), past where it began
-            raw1: (120, 3),  # seen before the worker lost the partition; another worker then read it to 900
-            raw2: (55, 3)}   # seen in an earlier generation, and no seek yet in this one
+            raw1: (120, 3)}  # seen before the worker lost the partition; another worker then read it to 900
     floors = {raw0: 30, raw1: 900, raw3: 12}  # raw3: assigned and sought, nothing seen yet
-    seen = generation_progress([raw0, raw1, raw2, raw3], last, 7, floors.get)
-    assert seen == {raw0: 40, raw1: 899, raw2: 55, raw3: 11}
+    seen = generation_progress([raw0, raw1, raw3], last, 7, floors.get, lambda tp: None)
+    assert seen == {raw0: 40, raw1: 899, raw3: 11}
     # raw1 read to its end (900) by the other worker: nothing waits for this one. With the offset it
     # had seen itself (120), 779 records "waited" and an idle worker exited with 75.
     assert backlog({raw0: 41, raw1: 900, raw3: 12}, seen) == {raw0: 0, raw1: 0, raw3: 0}
     assert backlog({raw1: 900}, {tp: off for tp, (off, _) in last.items()}) == {raw1: 779}
-    assert generation_progress([("raw", 9)], last, 7, floors.get) == {}  # known to neither: not judged
-    assert generation_progress([raw1], last, 3, lambda tp: None) == {raw1: 120}  # the generation it was seen in
+    assert generation_progress([raw1], last, 3, lambda tp: None, lambda tp: None) == {raw1: 120}  # its generation
 
 
-def test_a_partition_without_a_seek_counts_from_its_committed_offset_for_the_watchdog() -> None:
+def test_a_partition_without_a_seek_counts_from_its_committed_offset() -> None:
     raw0, raw1, raw2 = ("raw", 0), ("raw", 1), ("raw", 2)
     last = {raw0: (40, 7), raw1: (55, 3)}  # raw1: seen in an earlier generation only
     floors = {raw0: 30}  # raw1 and raw2 never sought in generation 7
     committed = {raw1: 60}.get  # raw2: nothing committed
     seen = generation_progress([raw0, raw1, raw2], last, 7, floors.get, committed)
     assert seen == {raw0: 40, raw1: 59, raw2: -1}
-    # their records wait: from 60 and from 0; they were left out before (the partition known to neither)
+    # their records wait, from 60 and from 0: until 2026-12-07 raw2 was left out and raw1 judged from 55
     assert backlog({raw0: 41, raw1: 70, raw2: 5}, seen) == {raw0: 0, raw1: 10, raw2: 5}
-    assert generation_progress([raw0, raw1, raw2], last, 7, floors.get) == {raw0: 40, raw1: 55}
 
 
 def test_backlog_of_a_settled_partition_is_zero() -> None:
