@@ -279,7 +279,14 @@ def test_settled_reads_the_real_aiokafka_fetch_position() -> None:
             for off in range(41):
                 c.sequencer.delivered(T, off, 1)
             assert c.sequencer.next_offset(T) == 41
+            # the fetch is past offset 41, which never reached the agents: the first check sends the
+            # fetch back to 41 once (a record dropped after the client counted it consumed would come
+            # again); when it is back at the end, 41 held no record and the partition is settled
+            assert not c.settled(T, 40, 42)
+            assert len(c._reread) == 1  # the seek back (the client here never runs it)
+            c._reread[0].cancel()
             assert c.settled(T, 40, 42)  # the agents saw 40, the last record: nothing waits
+            assert len(c._reread) == 1  # once per partition, generation and next offset
             assert not c.settled(T, 39, 42)  # 40 was handed over but not seen yet
             assert not c.settled(T, 40, 43)  # the fetch has not read offset 42 yet
             assert not c.settled(TP(T.topic, T.partition + 1), 40, 42)  # not assigned
