@@ -239,13 +239,14 @@ class _Consumer(faust_aiokafka.Consumer):
             # run of 2026-12-07 left 102 records of events.raw[1] unread this way, the watchdog
             # silent (docs/operations.md "Records fetched but never handed over"). Read the stretch
             # once more from the next offset; if it holds records they come now, and if it holds
-            # markers only the fetch is back at the end by the next check, which then settles.
+            # markers only the fetch is back at the end by the next check. Settled meanwhile: a
+            # re-read is not a stall (a CI run of the first version, which said "not settled" here,
+            # ended a worker whose partitions ended with transaction markers, 3 s stall time).
             self._probed[tp] = (self.app.consumer_generation_id, nxt)
             log.info("%s: fetched to %d but handed over only up to %d; reading from %d again", describe(tp),
                      position, nxt, nxt)
             self._reread = [f for f in self._reread if not f.done()]
             self._reread.append(asyncio.ensure_future(self._seek_quietly(tp, nxt)))
-            return False
         return True
 
     async def _commit(self, offsets: Any) -> bool:
