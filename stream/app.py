@@ -225,7 +225,8 @@ class _Consumer(faust_aiokafka.Consumer):
         any offsets in [seen + 1, end) hold none (markers, aborted records). For the stall watchdog,
         which would otherwise count a transaction's final marker as a record waiting (stream/stall.py).
         The fetch position is the aiokafka consumer's, read from this thread; None, not settled, while
-        it is unknown."""
+        it is unknown. Side effect: when the fetch is past offsets the agents never got, it also
+        sends the fetch back to the next offset, once per partition, generation and offset (below)."""
         try:
             position = self._thread._consumer._subscription.subscription.assignment.state_value(tp).position
         except (AttributeError, AssertionError, KeyError, TypeError):
