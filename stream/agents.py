@@ -444,6 +444,14 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
     end_offsets = EndOffsets(app.ps_settings.confluent_config())
     group_view = GroupView(app.ps_settings.confluent_config(), app.conf.id)
 
+    def settled(tp: tuple[str, int], last: int, end: int) -> bool:
+        # A settled partition may also be one whose fetch passed records the agents never got:
+        # those are read once more (stream/app.py `read_again_if_skipped`).
+        done = app.consumer.settled(TP(*tp), last, end)
+        if done:
+            app.consumer.read_again_if_skipped(TP(*tp), end)
+        return done
+
     @app.timer(interval=5.0)
     async def stall_watchdog() -> None:
         tps = assigned_source_partitions(app.consumer.assignment(), sources)
@@ -455,8 +463,7 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
         seen = generation_progress(tps, last, app.consumer_generation_id,
                                    lambda tp: app.consumer.sequencer.floor(TP(*tp)),
                                    lambda tp: app.consumer._committed_offset.get(TP(*tp)))
-        per = backlog(ends, seen, lambda tp, last, end: app.consumer.settled(TP(*tp), last, end)) \
-            if ends is not None else None
+        per = backlog(ends, seen, settled) if ends is not None else None
         behind = None if per is None else sum(per.values())
         app.metrics.stall_checks.inc()
         app.metrics.records_waiting.set(-1 if behind is None else behind)

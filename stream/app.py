@@ -140,7 +140,7 @@ class _Consumer(faust_aiokafka.Consumer):
         self.held_commits = HeldCommits()
         self._fetch_round = 0
         self._last_seek: dict[Any, int | None] = {}
-        #: partition → (generation, next offset) at which `settled` last sent the fetch back
+        #: partition → (generation, next offset) at which `read_again_if_skipped` last sent the fetch back
         self._probed: dict[Any, tuple[int, int]] = {}
         self._reread: list[asyncio.Future[bool]] = []  # those seeks (kept referenced until done)
 
@@ -219,35 +219,50 @@ class _Consumer(faust_aiokafka.Consumer):
             kept.popleft()
         kept.append((start, end))
 
+    def fetch_position(self, tp: Any) -> int | None:
+        """The aiokafka consumer's fetch position in `tp` (the next offset it will fetch), read from
+        this thread; None while it is unknown (not assigned, no position yet)."""
+        try:
+            return self._thread._consumer._subscription.subscription.assignment.state_value(tp).position
+        except (AttributeError, AssertionError, KeyError, TypeError):
+            return None
+
     def settled(self, tp: Any, seen: int, end: int) -> bool:
         """Whether the fetch has read stream partition `tp` up to `end` and the agents have seen every
         record it handed over (the last at `seen`): then no record below `end` waits for them, and
-        any offsets in [seen + 1, end) hold none (markers, aborted records). For the stall watchdog,
-        which would otherwise count a transaction's final marker as a record waiting (stream/stall.py).
-        The fetch position is the aiokafka consumer's, read from this thread; None, not settled, while
-        it is unknown. Side effect: when the fetch is past offsets the agents never got, it also
-        sends the fetch back to the next offset, once per partition, generation and offset (below)."""
-        try:
-            position = self._thread._consumer._subscription.subscription.assignment.state_value(tp).position
-        except (AttributeError, AssertionError, KeyError, TypeError):
-            return False
+        any offsets in [seen + 1, end) hold none (markers, aborted records), or were dropped before
+        the hand-over (`read_again_if_skipped`). For the stall watchdog, which would otherwise count
+        a transaction's final marker as a record waiting (stream/stall.py). A query, no side effect;
+        not settled while the fetch position is unknown."""
+        position = self.fetch_position(tp)
+        return position is not None and position >= end and self.sequencer.next_offset(tp) == seen + 1
+
+    def read_again_if_skipped(self, tp: Any, end: int) -> bool:
+        """When the fetch of `tp` is at or past `end` but the agents got records only up to the next
+        offset to hand over, below `end`, send the fetch back to that offset, once per partition,
+        generation and offset. Whether it did. The stall watchdog calls it for each partition it
+        found `settled`.
+
+        Markers hold no records, but records taken from the Kafka client and dropped before the
+        hand-over look the same: a rebalance CI run of 2026-12-07 left 102 records of events.raw[1]
+        unread this way, the watchdog silent (docs/operations.md "Records fetched but never handed
+        over"). Read the stretch once more from the next offset: if it holds records they come now,
+        and if it holds markers only the fetch is back at the end by the next check. The partition
+        still counts as settled meanwhile: a re-read is not a stall (a CI run of a first version,
+        which counted it as waiting, ended a worker whose partitions ended with transaction
+        markers, 3 s stall time)."""
+        position = self.fetch_position(tp)
         nxt = self.sequencer.next_offset(tp)
-        if position < end or nxt != seen + 1:
+        if position is None or nxt is None or position < end or end <= nxt:
             return False
-        if end > nxt and self._probed.get(tp) != (self.app.consumer_generation_id, nxt):
-            # The fetch is past offsets the agents never got. Markers hold none, but records taken
-            # from the Kafka client and dropped before the hand-over look the same: a rebalance CI
-            # run of 2026-12-07 left 102 records of events.raw[1] unread this way, the watchdog
-            # silent (docs/operations.md "Records fetched but never handed over"). Read the stretch
-            # once more from the next offset; if it holds records they come now, and if it holds
-            # markers only the fetch is back at the end by the next check. Settled meanwhile: a
-            # re-read is not a stall (a CI run of the first version, which said "not settled" here,
-            # ended a worker whose partitions ended with transaction markers, 3 s stall time).
-            self._probed[tp] = (self.app.consumer_generation_id, nxt)
-            log.info("%s: fetched to %d but handed over only up to %d; reading from %d again", describe(tp),
-                     position, nxt, nxt)
-            self._reread = [f for f in self._reread if not f.done()]
-            self._reread.append(asyncio.ensure_future(self._seek_quietly(tp, nxt)))
+        mark = (self.app.consumer_generation_id, nxt)
+        if self._probed.get(tp) == mark:
+            return False
+        self._probed[tp] = mark
+        log.info("%s: fetched to %d but handed over only up to %d; reading from %d again", describe(tp),
+                 position, nxt, nxt)
+        self._reread = [f for f in self._reread if not f.done()]
+        self._reread.append(asyncio.ensure_future(self._seek_quietly(tp, nxt)))
         return True
 
     async def _commit(self, offsets: Any) -> bool:

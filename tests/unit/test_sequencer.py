@@ -262,8 +262,8 @@ def test_the_consumer_keeps_the_proven_empty_stretches_for_the_gap_watch() -> No
 
 def test_settled_reads_the_real_aiokafka_fetch_position() -> None:
     """`_Consumer.settled` (the stall watchdog's view of a partition that ends with a commit marker)
-    reads aiokafka's private subscription state; an aiokafka whose attributes moved fails here
-    instead of leaving the watchdog to count markers as waiting records."""
+    and `read_again_if_skipped` read aiokafka's private subscription state; an aiokafka whose
+    attributes moved fails here instead of leaving the watchdog to count markers as waiting records."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     async def main() -> None:
@@ -279,14 +279,19 @@ def test_settled_reads_the_real_aiokafka_fetch_position() -> None:
             for off in range(41):
                 c.sequencer.delivered(T, off, 1)
             assert c.sequencer.next_offset(T) == 41
-            # the fetch is past offset 41, which never reached the agents: the first check sends the
-            # fetch back to 41 once (a record dropped after the client counted it consumed would come
-            # again), and counts as settled meanwhile: a re-read is not a stall
+            # the fetch is past offset 41, which never reached the agents: settled (a marker there
+            # waits for nobody; a re-read is not a stall), and asking has no side effect
             assert c.settled(T, 40, 42)
+            assert c._reread == []
+            # the watchdog's second call sends the fetch back to 41 once (a record dropped after
+            # the client counted it consumed comes again)
+            assert c.read_again_if_skipped(T, 42)
             assert len(c._reread) == 1  # the seek back (the client here never runs it)
             c._reread[0].cancel()
+            assert not c.read_again_if_skipped(T, 42)  # once per partition, generation and next offset
+            assert len(c._reread) == 1
+            assert not c.read_again_if_skipped(T, 41)  # nothing between the next offset and the end
             assert c.settled(T, 40, 42)  # the agents saw 40, the last record: nothing waits
-            assert len(c._reread) == 1  # once per partition, generation and next offset
             assert not c.settled(T, 39, 42)  # 40 was handed over but not seen yet
             assert not c.settled(T, 40, 43)  # the fetch has not read offset 42 yet
             assert not c.settled(TP(T.topic, T.partition + 1), 40, 42)  # not assigned
