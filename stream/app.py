@@ -143,6 +143,12 @@ class _Consumer(faust_aiokafka.Consumer):
         #: partition → (generation, next offset) at which `read_again_if_skipped` last sent the fetch back
         self._probed: dict[Any, tuple[int, int]] = {}
         self._reread: list[asyncio.Future[bool]] = []  # those seeks (kept referenced until done)
+        #: stream partition → [lowest, highest offset, count] of the records held back (Verdict.WAIT)
+        #: since its assignment, before this generation's seek; `perform_seek` reads them again
+        self._waited: dict[Any, list[int]] = {}
+        #: stream partition → (first, last offset, count) of the records the latest fetch round took
+        #: from the Kafka client (`_wait_next_records`), to find those Faust's `getmany` never yields
+        self._round_fetched: dict[Any, tuple[int, int, int]] = {}
 
     def _new_consumer_thread(self) -> Any:
         return _LowLatencyConsumer(self, loop=self.loop, beacon=self.beacon)
@@ -159,19 +165,61 @@ class _Consumer(faust_aiokafka.Consumer):
         self._last_seek = {}
         await super().perform_seek()
         sought = []
-        for tp, off in self._last_seek.items():
+        for tp, off in list(self._last_seek.items()):
             if not self._is_stream(tp):
                 continue
-            if off is None or off <= 0:
-                # Nothing committed yet: the Kafka client did not seek, but records this generation
-                # fetched before now were held back (Verdict.WAIT), so start again from the beginning.
-                off = 0
-                await self._seek_quietly(tp, 0)
+            # Nothing committed yet (None, -1): the Kafka client did not seek, so the run starts at 0.
+            off = 0 if off is None or off <= 0 else off
             self.sequencer.sought(tp, off)
             sought.append(f"{describe(tp)} {off}")
+            # Records this generation fetched before now were held back (Verdict.WAIT) and are read
+            # again from `off`. The client's own seek to the committed offset does that only for
+            # records it returned before that seek; one it returned after it, before the line above,
+            # would stay behind its fetch position, so the fetch goes back once more. The sequencer
+            # knows the run's start now, so what comes from here is handed over.
+            waited = self._waited.pop(tp, None)
+            if waited is not None:
+                log.info("%s: %d record(s) (offsets %d … %d) came before this generation's seek and were held "
+                         "back; reading from %d again", describe(tp), waited[2], waited[0], waited[1], off)
+            if off == 0 or (waited is not None and waited[1] >= off):
+                await self._seek_quietly(tp, off)
         # Until a partition is sought here its records are held back (Verdict.WAIT): this line says
         # which partitions a generation reads and from where.
         log.info("stream partitions read from their committed offsets: %s", ", ".join(sorted(sought)) or "none")
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        records, active = await super()._wait_next_records(timeout)
+        self._round_fetched = {tp: (recs[0].offset, recs[-1].offset, len(recs))
+                               for tp, recs in (records or {}).items() if recs and self._is_stream(tp)}
+        return records, active
+
+    def _held_back(self, tp: Any, first: int, last: int, n: int = 1) -> None:
+        w = self._waited.get(tp)
+        if w is None:
+            self._waited[tp] = [first, last, n]
+        else:
+            w[0], w[1], w[2] = min(w[0], first), max(w[1], last), w[2] + n
+
+    async def _read_unyielded_again(self, yielded: dict[Any, int], generation: int) -> None:
+        """The stream records of the last fetch round that Faust's `getmany` took from the Kafka client
+        but never yielded: it ends a round when the flow stops or the generation changes, and the
+        client's position is then past them. Before this generation's seek they count as held back
+        (`perform_seek` reads them again); after it the fetch goes back to the next offset now."""
+        for tp, (first, last, n) in self._round_fetched.items():
+            got = yielded.get(tp)
+            if got is not None and got >= last:
+                continue
+            start = first if got is None else got + 1
+            nxt = self.sequencer.next_offset(tp)
+            log.info("%s: %d of the %d record(s) of a fetch round (offsets %d … %d) were not yielded by Faust's "
+                     "getmany (flow %s, generation %d → %d)%s", describe(tp), last - start + 1, n, first, last,
+                     "active" if self.flow_active else "stopped", generation, self.app.consumer_generation_id,
+                     "" if nxt is None or nxt > last else f"; reading from {nxt} again")
+            if nxt is None:
+                self._held_back(tp, start, last, last - start + 1)
+            elif nxt <= last:
+                await self._seek_quietly(tp, nxt)
+        self._round_fetched = {}
 
     async def _seek_quietly(self, tp: Any, offset: int) -> bool:
         try:
@@ -184,12 +232,16 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         self.sequencer.reset(revoked)
+        for tp in revoked:
+            self._waited.pop(tp, None)
         self.held_commits.forget(revoked)
         await super().on_partitions_revoked(revoked)
         self.sequencer.reset(revoked)  # a hand-over cut short by the revoke may have finished meanwhile
 
     async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
         self.sequencer.reset(assigned)
+        for tp in assigned:
+            self._waited.pop(tp, None)
         self.held_commits.forget(assigned)  # the seek to the broker's committed offset reads them again
         await super().on_partitions_assigned(assigned, generation_id)
 
@@ -344,6 +396,8 @@ class _Consumer(faust_aiokafka.Consumer):
                 if not self.should_stop:
                     self._fetch_round += 1
                     fetch_round = self._fetch_round
+                    generation = self.app.consumer_generation_id
+                    yielded: dict[Any, int] = {}
                     async for tp, message in ait:
                         num_since_yield += 1
                         if num_since_yield > yield_every:
@@ -351,7 +405,10 @@ class _Consumer(faust_aiokafka.Consumer):
                             num_since_yield = 0
                         offset = message.offset
                         if acks_enabled_for(message.topic):
+                            yielded[tp] = offset
                             verdict = seq.admit(tp, offset, fetch_round)
+                            if verdict is Verdict.WAIT:
+                                self._held_back(tp, offset, offset)
                             if verdict is not Verdict.DELIVER and held is not None:
                                 held.labels(verdict.value).inc()
                             if verdict is Verdict.SEEK:
@@ -379,6 +436,8 @@ class _Consumer(faust_aiokafka.Consumer):
                         if r_offset is None or offset >= r_offset:
                             await hand_over(callback(message), suspend_flow, self.wait_first)
                             set_read_offset(tp, offset)
+                    if self._round_fetched:
+                        await self._read_unyielded_again(yielded, generation)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

@@ -1,14 +1,18 @@
 """Fault injection for the stall watchdog test: a real worker that drops the first round of stream
 records its fetch loop gets after the generation's seek, after the Kafka client has counted them
-consumed (`python -m tests.integration.dropping_worker`).
+consumed (`python -m tests.integration.dropping_worker [--hide]`).
 
 The fetch position is then past records the agents never got, and with nothing new arriving no
 later record shows the hole. That is what a rebalance CI run of 2026-12-07 left behind on
 events.raw[1] (102 records unread, the watchdog silent; docs/operations.md "Records fetched but
-never handed over"); where those records were dropped there is not known."""
+never handed over"). The drop here is where faust-streaming's `getmany` drops records (a round it
+ends early), so the fetch loop itself sees it and reads them again. With `--hide` the worker also
+forgets the round's bookkeeping (`_round_fetched`): a drop the fetch loop cannot see, which only
+the stall watchdog's check finds."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any, AsyncIterator
 
 from stream.app import _Consumer
@@ -30,6 +34,8 @@ async def _dropping_getmany(self: _Consumer, timeout: float) -> AsyncIterator[tu
         yield tp, message
     if dropping:
         _dropped = True
+        if "--hide" in sys.argv:
+            self._round_fetched = {}
 
 
 if __name__ == "__main__":

@@ -227,7 +227,135 @@ def test_our_fetch_loop_hands_over_every_record_once_in_order() -> None:
     assert not reg.get_sample_value("profilestream_fetch_held_back_total", {"reason": "gap"})
     assert reg.get_sample_value("profilestream_fetch_held_back_total", {"reason": "wait"}) == 15810 - 15733
     assert reg.get_sample_value("profilestream_fetch_held_back_total", {"reason": "seek"}) == 1
-    assert log.seeks == [15733, 15733]  # Faust's seek to the committed offset, then ours back to it
+    # Faust's seek to the committed offset; ours after it, as records came before the sequencer knew
+    # the seek (perform_seek); and the seek back when 15810 of the same round ran ahead
+    assert log.seeks == [15733, 15733, 15733]
+
+
+def test_records_the_client_returned_after_its_seek_but_before_the_sequencer_knew_it_come_again() -> None:
+    """faust-streaming 0.15.3's `Recovery.on_recovery_completed` resumes the stream partitions and
+    then awaits `perform_seek` with the flow already running (recovery resumed it to read the
+    changelogs), so the fetch loop goes on while the seek to the committed offset runs on the Kafka
+    client's thread (aiokafka asks the broker for each partition's committed offset in turn). A
+    fetch round from the new position can go through the loop before the seek's answer is back.
+    Its records were held back (Verdict.WAIT: no seek yet, as far as the sequencer knew), and the
+    client's position is past them. With no record after them nothing brought them back (before
+    2026-12-07 `handed` stayed empty here: the rebalance chaos loss of 103, docs/operations.md
+    "Records fetched but never handed over"); now `perform_seek` reads them again."""
+
+    class LateAnswer(_Log):
+        def __init__(self) -> None:
+            super().__init__(end=15900, batch=1000)
+            self.seek_landed = asyncio.Event()
+            self.round_taken = asyncio.Event()
+            self.seek_task: Any = None
+
+        async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, _Msg]]:
+            self.rounds += 1
+            if self.rounds == 1:
+                self.seek_task = asyncio.ensure_future(self.consumer.perform_seek())  # Recovery, concurrently
+                await self.seek_landed.wait()
+            start, stop = self.position, self.end
+            self.position = stop
+            for off in range(start, stop):
+                yield T, _Msg(T.topic, T.partition, off)
+            if self.rounds == 1:
+                self.round_taken.set()
+            elif start >= stop and self.seek_task.done() and self.rounds > 5:
+                self.fetcher._stopped.set()
+            await asyncio.sleep(0)
+
+        async def seek_to_committed(self) -> dict[TP, int]:
+            self.seeks.append(15733)
+            self.position = 15733
+            self.seek_landed.set()
+            await self.round_taken.wait()  # the thread's answer comes after the round
+            return {T: 15733}
+
+    async def main() -> tuple[list[int], Any]:
+        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
+        c = app.consumer
+        log = LateAnswer()
+        log.consumer, log.fetcher = c, _Fetcher()
+        handed: list[int] = []
+
+        async def callback(msg: _Msg) -> None:
+            handed.append(msg.offset)
+            c.ack(msg)
+
+        c.callback = callback
+        c.getmany = log.getmany
+        c._thread.seek_to_committed = log.seek_to_committed
+        c._thread.seek_wait = log.seek_wait
+        app.topics.acks_enabled_for = lambda topic: topic == T.topic
+        c.sequencer.reset([T])
+        await asyncio.wait_for(c._drain_messages(log.fetcher), 30)
+        return handed, log
+
+    handed, log = asyncio.run(main())
+    assert handed == list(range(15733, 15900))
+    assert log.seeks == [15733, 15733]  # the client's seek, then perform_seek's read of the held-back records
+
+
+@pytest.mark.parametrize("sought_before", [True, False])
+def test_records_faust_getmany_took_but_never_yielded_come_again(sought_before: bool) -> None:
+    """faust-streaming 0.15.3's `Consumer.getmany` ends a round of records taken from the Kafka client
+    when the flow stops or the generation changes, and drops the rest of the round; the client's
+    position is past them (seen in rebalance chaos runs, 2026-12-07: "59 of the 59 record(s) of a
+    fetch round … were not yielded"). Here a round of 100 records from the committed offset 10
+    yields 40, with nothing after it.
+    Sought before (the partition's run had begun): the fetch goes back to the next offset at once.
+    Not yet: they count as held back, and the generation's seek reads them again. Before the change
+    offsets 50–109 never came (the loop ended with 40 handed over)."""
+
+    class CutRound(_Log):
+        def __init__(self) -> None:
+            super().__init__(end=110)
+            self.position = 10
+
+        async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, _Msg]]:
+            self.rounds += 1
+            start, stop = self.position, self.end
+            self.position = stop
+            c = self.consumer
+            c._round_fetched = {T: (start, stop - 1, stop - start)} if stop > start else {}
+            for off in range(start, stop):
+                if self.rounds == 1 and off == 50:
+                    if not sought_before:
+                        await c.perform_seek()  # the generation's seek, after the round
+                    return  # Faust's getmany: the flow stopped / the generation changed
+                yield T, _Msg(T.topic, T.partition, off)
+            if start >= stop and self.rounds > 5:
+                self.fetcher._stopped.set()
+            await asyncio.sleep(0)
+
+        async def seek_to_committed(self) -> dict[TP, int]:
+            return {T: 10}
+
+    async def main() -> list[int]:
+        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
+        c = app.consumer
+        log = CutRound()
+        log.consumer, log.fetcher = c, _Fetcher()
+        handed: list[int] = []
+
+        async def callback(msg: _Msg) -> None:
+            handed.append(msg.offset)
+            c.ack(msg)
+
+        c.callback = callback
+        c.getmany = log.getmany
+        c._thread.seek_to_committed = log.seek_to_committed
+        c._thread.seek_wait = log.seek_wait
+        app.topics.acks_enabled_for = lambda topic: topic == T.topic
+        c.sequencer.reset([T])
+        if sought_before:
+            c.sequencer.sought(T, 10)
+        await asyncio.wait_for(c._drain_messages(log.fetcher), 30)
+        return handed
+
+    handed = asyncio.run(main())
+    assert handed == list(range(10, 110))
 
 
 def test_faust_fetch_loop_loses_the_records_on_this_interleaving() -> None:
