@@ -13,7 +13,7 @@ import asyncio
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -232,6 +232,33 @@ def test_our_fetch_loop_hands_over_every_record_once_in_order() -> None:
     assert log.seeks == [15733, 15733, 15733]
 
 
+def _drain_scripted(log: _Log, prepare: Callable[[Any], None] = lambda c: None) -> list[int]:
+    """Our fetch loop over the scripted client `log` (its partition reset, as after an assignment;
+    `prepare(consumer)` then) until the script stops it: the offsets handed over, in order."""
+
+    async def main() -> list[int]:
+        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
+        c = app.consumer
+        log.consumer, log.fetcher = c, _Fetcher()
+        handed: list[int] = []
+
+        async def callback(msg: _Msg) -> None:
+            handed.append(msg.offset)
+            c.ack(msg)
+
+        c.callback = callback
+        c.getmany = log.getmany
+        c._thread.seek_to_committed = log.seek_to_committed
+        c._thread.seek_wait = log.seek_wait
+        app.topics.acks_enabled_for = lambda topic: topic == T.topic
+        c.sequencer.reset([T])
+        prepare(c)
+        await asyncio.wait_for(c._drain_messages(log.fetcher), 30)
+        return handed
+
+    return asyncio.run(main())
+
+
 def test_records_the_client_returned_after_its_seek_but_before_the_sequencer_knew_it_come_again() -> None:
     """faust-streaming 0.15.3's `Recovery.on_recovery_completed` resumes the stream partitions and
     then awaits `perform_seek` with the flow already running (recovery resumed it to read the
@@ -272,27 +299,8 @@ def test_records_the_client_returned_after_its_seek_but_before_the_sequencer_kne
             await self.round_taken.wait()  # the thread's answer comes after the round
             return {T: 15733}
 
-    async def main() -> tuple[list[int], Any]:
-        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
-        c = app.consumer
-        log = LateAnswer()
-        log.consumer, log.fetcher = c, _Fetcher()
-        handed: list[int] = []
-
-        async def callback(msg: _Msg) -> None:
-            handed.append(msg.offset)
-            c.ack(msg)
-
-        c.callback = callback
-        c.getmany = log.getmany
-        c._thread.seek_to_committed = log.seek_to_committed
-        c._thread.seek_wait = log.seek_wait
-        app.topics.acks_enabled_for = lambda topic: topic == T.topic
-        c.sequencer.reset([T])
-        await asyncio.wait_for(c._drain_messages(log.fetcher), 30)
-        return handed, log
-
-    handed, log = asyncio.run(main())
+    log = LateAnswer()
+    handed = _drain_scripted(log)
     assert handed == list(range(15733, 15900))
     assert log.seeks == [15733, 15733]  # the client's seek, then perform_seek's read of the held-back records
 
@@ -332,29 +340,7 @@ def test_records_faust_getmany_took_but_never_yielded_come_again(sought_before: 
         async def seek_to_committed(self) -> dict[TP, int]:
             return {T: 10}
 
-    async def main() -> list[int]:
-        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
-        c = app.consumer
-        log = CutRound()
-        log.consumer, log.fetcher = c, _Fetcher()
-        handed: list[int] = []
-
-        async def callback(msg: _Msg) -> None:
-            handed.append(msg.offset)
-            c.ack(msg)
-
-        c.callback = callback
-        c.getmany = log.getmany
-        c._thread.seek_to_committed = log.seek_to_committed
-        c._thread.seek_wait = log.seek_wait
-        app.topics.acks_enabled_for = lambda topic: topic == T.topic
-        c.sequencer.reset([T])
-        if sought_before:
-            c.sequencer.sought(T, 10)
-        await asyncio.wait_for(c._drain_messages(log.fetcher), 30)
-        return handed
-
-    handed = asyncio.run(main())
+    handed = _drain_scripted(CutRound(), lambda c: c.sequencer.sought(T, 10) if sought_before else None)
     assert handed == list(range(10, 110))
 
 
