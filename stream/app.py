@@ -294,9 +294,10 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def read_again_if_skipped(self, tp: Any, end: int) -> bool:
         """When the fetch of `tp` is at or past `end` but the agents got records only up to the next
-        offset to hand over, below `end`, and the same holds at the next call, send the fetch back to
-        that offset, once per partition, generation and offset. Whether it did. The stall watchdog calls it for each partition it
-        found `settled`.
+        offset to hand over, below `end`, and the same holds at the next call, send the fetch back
+        to that offset, once per partition, generation and offset. Whether it did. The stall
+        watchdog calls it for each partition it found `settled`; the fetch loop reads the drops it
+        knows of again itself (`perform_seek`, `_read_unyielded_again`), so this is the backstop.
 
         Markers hold no records, but records taken from the Kafka client and dropped before the
         hand-over look the same: a rebalance CI run of 2026-12-07 left 102 records of events.raw[1]
