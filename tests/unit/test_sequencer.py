@@ -190,11 +190,15 @@ class _Fetcher:
         self._stopped = asyncio.Event()
 
 
-def _run(loop_fn: Any) -> tuple[list[int], Any, Any]:
-    async def main() -> tuple[list[int], Any, Any]:
+def _drain_scripted(log: _Log, prepare: Callable[[Any], None] = lambda c: None,
+                    loop_fn: Callable[[Any, Any], Any] = lambda c, f: c._drain_messages(f)) -> tuple[list[int], Any]:
+    """A fetch loop (`loop_fn(consumer, fetcher)`, ours by default) over the scripted client `log`,
+    its partition reset as after an assignment, `prepare(consumer)` then, until the script stops it:
+    the offsets handed over, in order, and the consumer."""
+
+    async def main() -> tuple[list[int], Any]:
         app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
         c = app.consumer
-        log = _Log(end=15900)
         log.consumer, log.fetcher = c, _Fetcher()
         handed: list[int] = []
 
@@ -207,15 +211,25 @@ def _run(loop_fn: Any) -> tuple[list[int], Any, Any]:
         c._thread.seek_to_committed = log.seek_to_committed
         c._thread.seek_wait = log.seek_wait
         app.topics.acks_enabled_for = lambda topic: topic == T.topic
-        # the state the rebalance left (generation 3 → 4): Faust's read offset set to 15809 by a
-        # hand-over the revoke cut short, after the revoke had cleared it; the sequencer reset.
-        c._read_offset[T] = 15809
-        c._committed_offset[T] = 15733
         c.sequencer.reset([T])
+        prepare(c)
         await asyncio.wait_for(loop_fn(c, log.fetcher), 30)
-        return handed, c, log
+        return handed, c
 
     return asyncio.run(main())
+
+
+def _after_rebalance(c: Any) -> None:
+    # the state the rebalance left (generation 3 → 4): Faust's read offset set to 15809 by a
+    # hand-over the revoke cut short, after the revoke had cleared it; the sequencer reset.
+    c._read_offset[T] = 15809
+    c._committed_offset[T] = 15733
+
+
+def _run(loop_fn: Any) -> tuple[list[int], Any, Any]:
+    log = _Log(end=15900)
+    handed, c = _drain_scripted(log, _after_rebalance, loop_fn)
+    return handed, c, log
 
 
 def test_our_fetch_loop_hands_over_every_record_once_in_order() -> None:
@@ -230,33 +244,6 @@ def test_our_fetch_loop_hands_over_every_record_once_in_order() -> None:
     # Faust's seek to the committed offset; ours after it, as records came before the sequencer knew
     # the seek (perform_seek); and the seek back when 15810 of the same round ran ahead
     assert log.seeks == [15733, 15733, 15733]
-
-
-def _drain_scripted(log: _Log, prepare: Callable[[Any], None] = lambda c: None) -> list[int]:
-    """Our fetch loop over the scripted client `log` (its partition reset, as after an assignment;
-    `prepare(consumer)` then) until the script stops it: the offsets handed over, in order."""
-
-    async def main() -> list[int]:
-        app = create_app_shell(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())), None)
-        c = app.consumer
-        log.consumer, log.fetcher = c, _Fetcher()
-        handed: list[int] = []
-
-        async def callback(msg: _Msg) -> None:
-            handed.append(msg.offset)
-            c.ack(msg)
-
-        c.callback = callback
-        c.getmany = log.getmany
-        c._thread.seek_to_committed = log.seek_to_committed
-        c._thread.seek_wait = log.seek_wait
-        app.topics.acks_enabled_for = lambda topic: topic == T.topic
-        c.sequencer.reset([T])
-        prepare(c)
-        await asyncio.wait_for(c._drain_messages(log.fetcher), 30)
-        return handed
-
-    return asyncio.run(main())
 
 
 def test_records_the_client_returned_after_its_seek_but_before_the_sequencer_knew_it_come_again() -> None:
@@ -300,7 +287,7 @@ def test_records_the_client_returned_after_its_seek_but_before_the_sequencer_kne
             return {T: 15733}
 
     log = LateAnswer()
-    handed = _drain_scripted(log)
+    handed, _ = _drain_scripted(log)
     assert handed == list(range(15733, 15900))
     assert log.seeks == [15733, 15733]  # the client's seek, then perform_seek's read of the held-back records
 
@@ -340,7 +327,7 @@ def test_records_faust_getmany_took_but_never_yielded_come_again(sought_before: 
         async def seek_to_committed(self) -> dict[TP, int]:
             return {T: 10}
 
-    handed = _drain_scripted(CutRound(), lambda c: c.sequencer.sought(T, 10) if sought_before else None)
+    handed, _ = _drain_scripted(CutRound(), lambda c: c.sequencer.sought(T, 10) if sought_before else None)
     assert handed == list(range(10, 110))
 
 
