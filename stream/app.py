@@ -184,6 +184,8 @@ class _Consumer(faust_aiokafka.Consumer):
             if waited is not None:
                 log.info("%s: %d record(s) (offsets %d … %d) came before this generation's seek and were held "
                          "back; reading from %d again", describe(tp), waited[2], waited[0], waited[1], off)
+            if waited is not None and waited[1] >= off:
+                self._count_read_again("before_seek")
             if off == 0 or (waited is not None and waited[1] >= off):
                 await self._seek_quietly(tp, off)
         # Until a partition is sought here its records are held back (Verdict.WAIT): this line says
@@ -221,8 +223,14 @@ class _Consumer(faust_aiokafka.Consumer):
             if nxt is None:
                 self._held_back(tp, start, last, last - start + 1)
             elif nxt <= last:
+                self._count_read_again("not_yielded")
                 await self._seek_quietly(tp, nxt)
         self._round_fetched = {}
+
+    def _count_read_again(self, reason: str) -> None:
+        metrics = getattr(self.app, "metrics", None)
+        if metrics is not None:
+            metrics.read_again.labels(reason).inc()
 
     async def _seek_quietly(self, tp: Any, offset: int) -> bool:
         try:
@@ -326,6 +334,7 @@ class _Consumer(faust_aiokafka.Consumer):
         self._probed[tp] = mark
         log.info("%s: fetched to %d but handed over only up to %d; reading from %d again", describe(tp),
                  position, nxt, nxt)
+        self._count_read_again("watchdog")
         self._reread = [f for f in self._reread if not f.done()]
         self._reread.append(asyncio.ensure_future(self._seek_quietly(tp, nxt)))
         return True

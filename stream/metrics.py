@@ -33,6 +33,13 @@ class WorkerMetrics:
             "(stream/sequencer.py), by reason: wait (before the generation's seek to the committed offset), drop "
             "(handed over already), seek/hold (fetched ahead of the next offset; sought back), gap (offsets without "
             "records, counted done)", ["reason"], registry=r)
+        self.read_again = Counter(
+            "profilestream_read_again", "times the fetch went back to read stream records the agents had not been "
+            "handed, by reason: before_seek (held back before the generation's seek), not_yielded (taken from the "
+            "Kafka client but dropped by Faust's getmany), watchdog (seen by the stall watchdog only: the "
+            "backstop; docs/operations.md 'Records fetched but never handed over')", ["reason"], registry=r)
+        for reason in ("before_seek", "not_yielded", "watchdog"):
+            self.read_again.labels(reason)
         self.raw_partition_mismatch = Counter(
             "profilestream_raw_partition_mismatch", "single-hop mode: raw events on another partition than Kafka's "
             "default (murmur2) partitioner gives their key (state then does not survive a switch to two-hop mode)",

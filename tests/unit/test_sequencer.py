@@ -219,6 +219,13 @@ def _drain_scripted(log: _Log, prepare: Callable[[Any], None] = lambda c: None,
     return asyncio.run(main())
 
 
+def _reads_again(c: Any) -> dict[str, float]:
+    """`profilestream_read_again_total` by reason, as /metrics shows it."""
+    reg = c.app.metrics.registry
+    return {r: reg.get_sample_value("profilestream_read_again_total", {"reason": r})
+            for r in ("before_seek", "not_yielded", "watchdog")}
+
+
 def _after_rebalance(c: Any) -> None:
     # the state the rebalance left (generation 3 → 4): Faust's read offset set to 15809 by a
     # hand-over the revoke cut short, after the revoke had cleared it; the sequencer reset.
@@ -244,6 +251,7 @@ def test_our_fetch_loop_hands_over_every_record_once_in_order() -> None:
     # Faust's seek to the committed offset; ours after it, as records came before the sequencer knew
     # the seek (perform_seek); and the seek back when 15810 of the same round ran ahead
     assert log.seeks == [15733, 15733, 15733]
+    assert _reads_again(c) == {"before_seek": 1, "not_yielded": 0, "watchdog": 0}
 
 
 def test_records_the_client_returned_after_its_seek_but_before_the_sequencer_knew_it_come_again() -> None:
@@ -287,9 +295,10 @@ def test_records_the_client_returned_after_its_seek_but_before_the_sequencer_kne
             return {T: 15733}
 
     log = LateAnswer()
-    handed, _ = _drain_scripted(log)
+    handed, c = _drain_scripted(log)
     assert handed == list(range(15733, 15900))
     assert log.seeks == [15733, 15733]  # the client's seek, then perform_seek's read of the held-back records
+    assert _reads_again(c) == {"before_seek": 1, "not_yielded": 0, "watchdog": 0}
 
 
 @pytest.mark.parametrize("sought_before", [True, False])
@@ -327,8 +336,12 @@ def test_records_faust_getmany_took_but_never_yielded_come_again(sought_before: 
         async def seek_to_committed(self) -> dict[TP, int]:
             return {T: 10}
 
-    handed, _ = _drain_scripted(CutRound(), lambda c: c.sequencer.sought(T, 10) if sought_before else None)
+    handed, c = _drain_scripted(CutRound(), lambda c: c.sequencer.sought(T, 10) if sought_before else None)
     assert handed == list(range(10, 110))
+    # on /metrics, by the path that read them again. Not sought before: offsets 10–49 were held back
+    # until the seek (before_seek), and when the round ended the seek was known, so 50–109 sent the
+    # fetch back too (not_yielded)
+    assert _reads_again(c) == {"before_seek": int(not sought_before), "not_yielded": 1, "watchdog": 0}
 
 
 def test_faust_fetch_loop_loses_the_records_on_this_interleaving() -> None:
