@@ -4,7 +4,10 @@ changing the number of workers, then compare every user's final profile with the
 Counts: `lost` (events the final profile is missing), `applied_twice` (events counted more than
 once), `worker_crashes` (workers that died without being killed by the harness), `dlq`,
 `users_checked`, `max_abs_diff` (final profile vector vs offline pass), `recovery_s`, and
-`offset_gaps` (records an agent skipped within one consumer generation, from the worker logs).
+`offset_gaps` (records an agent skipped within one consumer generation, from the worker logs),
+`read_again` (times the fetch went back for records never handed to the agents, by the path that
+saw it, from the worker logs: `before_seek` and `not_yielded` are part of ordinary rebalances,
+`watchdog` is the backstop's; stream/app.py `_Consumer`).
 `off_users` names up to 10 users whose count is wrong (expected, got), and `log_digest` pulls the
 lines of the workers' logs that explain a failed run (rebalances, seeks, stalls, warnings).
 """
@@ -21,7 +24,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 
@@ -100,9 +103,32 @@ class _Workers:
         return sum(w.log.read_text(errors="replace").count(GAP_LOG_PREFIX + " on ")
                    for w in self.workers if w.log.exists())
 
+    def read_again(self) -> dict[str, int]:
+        """`read_again_counts` over the workers' logs."""
+        return read_again_counts(w.log.read_text(errors="replace") for w in self.workers if w.log.exists())
+
     def stop_all(self) -> None:
         for w in self.live():
             self.stop(w, signal.SIGTERM)
+
+
+#: The worker log line of each path that sends the fetch back for stream records the agents were
+#: never handed (stream/app.py `_Consumer`), by the reason `profilestream_read_again_total` gives it.
+READ_AGAIN_LINES = {
+    "before_seek": re.compile(r"came before this generation's seek and were held back; reading from \d+ again"),
+    "not_yielded": re.compile(r"were not yielded by Faust's getmany \([^)]*\); reading from \d+ again"),
+    "watchdog": re.compile(r"fetched to \d+ but handed over only up to \d+; reading from \d+ again"),
+}
+
+
+def read_again_counts(logs: Iterable[str]) -> dict[str, int]:
+    """How often each path of READ_AGAIN_LINES sent the fetch back, over the worker log texts `logs`
+    (a worker's /metrics go with it when the harness kills it; its log stays)."""
+    counts = dict.fromkeys(READ_AGAIN_LINES, 0)
+    for text in logs:
+        for reason, line in READ_AGAIN_LINES.items():
+            counts[reason] += len(line.findall(text))
+    return counts
 
 
 #: Seconds without a new output after which `_settle` stops waiting, when the stall watchdog is off.
@@ -231,7 +257,7 @@ def run_chaos(settings: Settings, *, scenario: Scenario, dataset: str = "ml-100k
         summary = {"scenario": scenario, "standby_replicas": s.standby_replicas, "events": n, "event_ids": event_ids,
                    "users_checked": len(histories), "lost": lost, "applied_twice": twice, "off_users": off,
                    "worker_crashes": workers.crashes, "stall_restarts": workers.stall_restarts, "dlq": len(follower.dlq), "stale_records": follower.stale,
-                   "offset_gaps": workers.offset_gaps(), "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery],
+                   "offset_gaps": workers.offset_gaps(), "read_again": workers.read_again(), "max_abs_diff": worst, "recovery_s": [round(r, 2) for r in recovery],
                    "seconds": round(elapsed, 1), "events_per_s": round(n / elapsed, 1), "logs": str(workdir)}
     finally:  # never leave a worker running, whatever went wrong
         workers.stop_all()
@@ -263,7 +289,8 @@ OFF_USERS_SHOWN = 10
 #: Worker log lines that explain a failed chaos run: every warning and error, and the INFO lines on
 #: rebalances, table recovery, seeks, consumer generations, commits discarded and the watchdog.
 _DIGEST = re.compile(r"\[(WARNING|ERROR|CRITICAL)\]|generation|Revoking|Setting newly assigned|Worker ready|"
-                     r"Recovery complete|seek|committed offsets|first record of|Discarded commit|stall|Stopping|rebalance:")
+                     r"Recovery complete|seek|committed offsets|first record of|Discarded commit|stall|Stopping|rebalance:|"
+                     r"reading from \d+ again")
 
 
 def log_digest(workdir: Path, max_lines: int = 400) -> str:

@@ -102,7 +102,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
                 line += (f"  invalid {r['invalid_sent']} (missing from DLQ {r['invalid_missing_from_dlq']})  "
                          f"valid {r['valid_sent']}  unexpected DLQ {r['dlq_unexpected']}")
             else:
-                line += f"  recovery {r['recovery_s']} s"
+                line += f"  recovery {r['recovery_s']} s  read_again {r['read_again']}"
             print(line + f"  ({r['seconds']} s)")
             if r["off_users"]:
                 print(f"           users off (expected, got): {r['off_users']}; worker logs in {r['logs']}")

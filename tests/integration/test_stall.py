@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import pytest
 
+from bench.chaos import READ_AGAIN_LINES, read_again_counts
 from model import ProfileModel
 from stream import Settings
 from stream.process import free_port
@@ -129,9 +130,10 @@ def test_records_fetched_but_never_handed_over_are_read_again(stream_settings: S
         assert "were not yielded by Faust's getmany" in text and "; reading from 0 again" in text, text[-3000:]
     # /metrics says which path read them again
     m = w.metrics()
-    again = {r: m[f'profilestream_read_again_total{{reason="{r}"}}'] for r in ("not_yielded", "watchdog")}
+    again = {r: m[f'profilestream_read_again_total{{reason="{r}"}}'] for r in READ_AGAIN_LINES}
     assert (again["watchdog"] >= 1 and again["not_yielded"] == 0) if hidden else \
         (again["not_yielded"] >= 1 and again["watchdog"] == 0), again
+    assert read_again_counts([text]) == again  # what `profilestream chaos` reads from a worker's log
     assert_parity(ProfileModel.load(s.artifact_path), outputs, {uid: events}, s.top_k)
     outputs.close()
     w.stop()

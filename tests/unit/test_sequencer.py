@@ -10,6 +10,7 @@ not the stream; the rebalance chaos test covers the stream)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from bench.chaos import read_again_counts
 from stream.app import create_app_shell
 from stream.sequencer import HeldCommits, Sequencer, Verdict, commit_may_advance
 from stream.settings import Settings
@@ -219,11 +221,15 @@ def _drain_scripted(log: _Log, prepare: Callable[[Any], None] = lambda c: None,
     return asyncio.run(main())
 
 
-def _reads_again(c: Any) -> dict[str, float]:
-    """`profilestream_read_again_total` by reason, as /metrics shows it."""
+def _reads_again(c: Any, caplog: Any = None) -> dict[str, float]:
+    """`profilestream_read_again_total` by reason, as /metrics shows it; with `caplog`, first checks
+    that the worker log says the same as far as `profilestream chaos` reads it (its `read_again`)."""
     reg = c.app.metrics.registry
-    return {r: reg.get_sample_value("profilestream_read_again_total", {"reason": r})
-            for r in ("before_seek", "not_yielded", "watchdog")}
+    counts = {r: reg.get_sample_value("profilestream_read_again_total", {"reason": r})
+              for r in ("before_seek", "not_yielded", "watchdog")}
+    if caplog is not None:
+        assert read_again_counts([caplog.text]) == counts, caplog.text
+    return counts
 
 
 def _after_rebalance(c: Any) -> None:
@@ -239,7 +245,8 @@ def _run(loop_fn: Any) -> tuple[list[int], Any, Any]:
     return handed, c, log
 
 
-def test_our_fetch_loop_hands_over_every_record_once_in_order() -> None:
+def test_our_fetch_loop_hands_over_every_record_once_in_order(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="profilestream.app")
     handed, c, log = _run(lambda c, f: c._drain_messages(f))
     assert handed == list(range(15733, 15900))
     assert c._new_offset(T) == 15900  # the commit covers exactly what the agent finished
@@ -251,10 +258,11 @@ def test_our_fetch_loop_hands_over_every_record_once_in_order() -> None:
     # Faust's seek to the committed offset; ours after it, as records came before the sequencer knew
     # the seek (perform_seek); and the seek back when 15810 of the same round ran ahead
     assert log.seeks == [15733, 15733, 15733]
-    assert _reads_again(c) == {"before_seek": 1, "not_yielded": 0, "watchdog": 0}
+    assert _reads_again(c, caplog) == {"before_seek": 1, "not_yielded": 0, "watchdog": 0}
 
 
-def test_records_the_client_returned_after_its_seek_but_before_the_sequencer_knew_it_come_again() -> None:
+def test_records_the_client_returned_after_its_seek_but_before_the_sequencer_knew_it_come_again(
+        caplog: pytest.LogCaptureFixture) -> None:
     """faust-streaming 0.15.3's `Recovery.on_recovery_completed` resumes the stream partitions and
     then awaits `perform_seek` with the flow already running (recovery resumed it to read the
     changelogs), so the fetch loop goes on while the seek to the committed offset runs on the Kafka
@@ -294,15 +302,17 @@ def test_records_the_client_returned_after_its_seek_but_before_the_sequencer_kne
             await self.round_taken.wait()  # the thread's answer comes after the round
             return {T: 15733}
 
+    caplog.set_level(logging.INFO, logger="profilestream.app")
     log = LateAnswer()
     handed, c = _drain_scripted(log)
     assert handed == list(range(15733, 15900))
     assert log.seeks == [15733, 15733]  # the client's seek, then perform_seek's read of the held-back records
-    assert _reads_again(c) == {"before_seek": 1, "not_yielded": 0, "watchdog": 0}
+    assert _reads_again(c, caplog) == {"before_seek": 1, "not_yielded": 0, "watchdog": 0}
 
 
 @pytest.mark.parametrize("sought_before", [True, False])
-def test_records_faust_getmany_took_but_never_yielded_come_again(sought_before: bool) -> None:
+def test_records_faust_getmany_took_but_never_yielded_come_again(sought_before: bool,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     """faust-streaming 0.15.3's `Consumer.getmany` ends a round of records taken from the Kafka client
     when the flow stops or the generation changes, and drops the rest of the round; the client's
     position is past them (seen in rebalance chaos runs, 2026-12-07: "59 of the 59 record(s) of a
@@ -336,12 +346,13 @@ def test_records_faust_getmany_took_but_never_yielded_come_again(sought_before: 
         async def seek_to_committed(self) -> dict[TP, int]:
             return {T: 10}
 
+    caplog.set_level(logging.INFO, logger="profilestream.app")
     handed, c = _drain_scripted(CutRound(), lambda c: c.sequencer.sought(T, 10) if sought_before else None)
     assert handed == list(range(10, 110))
     # on /metrics, by the path that read them again. Not sought before: offsets 10–49 were held back
     # until the seek (before_seek), and when the round ended the seek was known, so 50–109 sent the
     # fetch back too (not_yielded)
-    assert _reads_again(c) == {"before_seek": int(not sought_before), "not_yielded": 1, "watchdog": 0}
+    assert _reads_again(c, caplog) == {"before_seek": int(not sought_before), "not_yielded": 1, "watchdog": 0}
 
 
 def test_faust_fetch_loop_loses_the_records_on_this_interleaving() -> None:
