@@ -150,8 +150,12 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
                                    "two workers for good (failover; see --standby), or sending "
                                    "hypothesis-generated hostile and valid messages (fuzz, 10,000 by default); then "
                                    "compare every user's final profile with the offline pass and print lost, "
-                                   "applied_twice, worker_crashes, dlq, users_checked, max_abs_diff (fuzz also: every "
-                                   "invalid message found in the DLQ by its bytes). Exit 1 when the invariant breaks.")
+                                   "applied_twice, worker_crashes, dlq, users_checked, max_abs_diff, offset_gaps (fuzz also: "
+                                   "every invalid message found in the DLQ by its bytes; the others also the recovery "
+                                   "times and read_again, the times the fetch went back for records never handed to "
+                                   "the agents, by the path that saw it). Exit 1 when the invariant breaks (lost, "
+                                   "applied twice, a crash, a profile off by more than 1e-5, an offset gap, an "
+                                   "invalid message missing from the DLQ).")
     c.add_argument("--scenario", choices=["kill", "broker", "rebalance", "failover", "fuzz", "all"], default="kill")
     c.add_argument("--standby", type=int, default=0,
                    help="failover: standby replicas of the state table (0 or 1 with two workers; default 0)")
