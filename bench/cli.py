@@ -155,7 +155,7 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
                                    "times and read_again, the times the fetch went back for records never handed to "
                                    "the agents, by the path that saw it). Exit 1 when the invariant breaks (lost, "
                                    "applied twice, a crash, a profile off by more than 1e-5, an offset gap, an "
-                                   "invalid message missing from the DLQ).")
+                                   "invalid message missing from the DLQ, a valid one in it, a DLQ record without a reason).")
     c.add_argument("--scenario", choices=["kill", "broker", "rebalance", "failover", "fuzz", "all"], default="kill")
     c.add_argument("--standby", type=int, default=0,
                    help="failover: standby replicas of the state table (0 or 1 with two workers; default 0)")
