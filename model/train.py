@@ -488,7 +488,8 @@ def parse_seeds(text: str) -> list[int]:
 def seed_study(ds: Dataset, cfg: TrainConfig, seeds: Iterable[int], *, cache: Path,
                progress: bool = True) -> dict[str, Any]:
     """Train `cfg` once per seed (no artifact, no baselines) and report the spread: one seed is
-    one draw, and on ML-100k the seed-to-seed sd of test HR@10 is ≈ 0.008 (README, "Seeds").
+    one draw, and on ML-100k the seed-to-seed sd of test HR@10 is ≈ 0.005–0.008 (README, "Seeds";
+    docs/history.md).
     Returns {"rows": [{seed, valid_NDCG@10, …, best_epoch, epochs_run, seconds}], "mean": {…},
     "sd": {…} (sample sd; NaN for one seed), "config": the config without its seed}."""
     rows = []
