@@ -100,6 +100,11 @@ class TrainConfig:
     # to D * average + (1 - D) * weights; validation, early stopping and the kept weights use the
     # average, and the refit starts from it (docs/model.md, candidates L and M).
     ema: float = 0.0
+    # Weight of the end of each sequence: predicting position t of a user's n weighs
+    # 1 + tail_weight * t / (n - 1) in the full-softmax loss (n = 1: 1 + tail_weight), so the last
+    # position counts 1 + tail_weight times the first; 0 = every position alike (docs/model.md,
+    # "Weight on the end of each sequence", candidates U and V).
+    tail_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.batch_users < 1 or self.epochs < 1:
@@ -117,6 +122,11 @@ class TrainConfig:
             raise TrainConfigError("--weight-decay must be >= 0 (0 = off)")
         if not 0.0 <= self.ema < 1.0:
             raise TrainConfigError("--ema must be in [0, 1) (0 = off; e.g. 0.99)")
+        if not self.tail_weight >= 0.0:
+            raise TrainConfigError("--tail-weight must be >= 0 (0 = every position alike)")
+        if self.tail_weight and (self.negatives or self.future_window > 1):
+            raise TrainConfigError("--tail-weight works with the full-softmax next-item loss only: drop --negatives "
+                                   "and --future-window")
         if self.negatives and self.future_window > 1:
             raise TrainConfigError("--future-window > 1 (the next-N-items loss) needs the full softmax: drop --negatives or set it to 0")
 
@@ -205,18 +215,33 @@ def sampled_softmax_loss(user: torch.Tensor, item_vecs: torch.Tensor, bias: torc
     return nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.int64))
 
 
-def smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None, eps: float) -> torch.Tensor:
+def tail_weights(lengths: torch.Tensor, valid_pos: torch.Tensor, tail: float) -> torch.Tensor:
+    """(P,) weight of each predicting position, in the order of `valid_pos[:, :-1]`: position t of
+    a sequence with n predicting positions (its length less one) weighs 1 + tail * t / (n - 1),
+    1 + tail when n = 1."""
+    L = valid_pos.shape[1]
+    n = (lengths - 1).clamp(min=1)[:, None].to(torch.float32)  # (B, 1)
+    t = torch.arange(L - 1, dtype=torch.float32)[None, :]
+    ramp = torch.where(n > 1, t / (n - 1).clamp(min=1), torch.ones_like(t))
+    return (1.0 + tail * ramp)[valid_pos[:, :-1]]
+
+
+def smoothed_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None, eps: float,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean label-smoothed cross-entropy: (1 - eps) of each row's label on its target, eps spread
     evenly over the items the row may rank (`allowed` (P, N); None = all). Masked items get no
     share: their logits are -1e9, and torch's `label_smoothing` would put mass on them. With
-    eps = 0 this is the plain cross-entropy."""
+    eps = 0 this is the plain cross-entropy. `weights` (P,): the weighted mean over the rows."""
     logp = torch.log_softmax(logits, dim=1)
     nll = -logp.gather(1, targets[:, None])[:, 0]
     if allowed is None:
         uniform = -logp.mean(dim=1)
     else:
         uniform = -(logp * allowed).sum(dim=1) / allowed.sum(dim=1)
-    return ((1.0 - eps) * nll + eps * uniform).mean()
+    per_row = (1.0 - eps) * nll + eps * uniform
+    if weights is None:
+        return per_row.mean()
+    return (weights * per_row).sum() / weights.sum()
 
 
 def future_loss(logits: torch.Tensor, items: torch.Tensor, lengths: torch.Tensor, valid_pos: torch.Tensor,
@@ -397,8 +422,9 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
                 seen = _seen_mask(items, lengths, valid_pos, targets, mcfg.n_items) if cfg.mask_seen else None
                 if seen is not None:
                     logits = logits.masked_fill(seen, -1e9)
-                if cfg.smoothing:
-                    loss = smoothed_loss(logits, targets, None if seen is None else ~seen, cfg.smoothing)
+                if cfg.smoothing or cfg.tail_weight:
+                    weights = tail_weights(lengths, valid_pos, cfg.tail_weight) if cfg.tail_weight else None
+                    loss = smoothed_loss(logits, targets, None if seen is None else ~seen, cfg.smoothing, weights)
                 elif cfg.future_window > 1:
                     loss = future_loss(logits, items, lengths, valid_pos, cfg.future_window, cfg.future_decay)
                 else:

@@ -328,3 +328,51 @@ def test_no_item_bias_keeps_the_bias_at_zero_through_training() -> None:
     assert torch.count_nonzero(with_bias.bias) > 0  # the same training moves a bias that is on
     u, v = net(*args)
     assert torch.allclose(net.score(u, v), u @ v.T)
+
+
+def test_tail_weights_ramp_from_the_first_predicting_position_to_the_last() -> None:
+    """Sequences of 4, 2 and 3 events (3, 1 and 2 predicting positions; padded to 4): with B = 2
+    the weights are 1, 2, 3 | 3 | 1, 3, in the order of `valid_pos[:, :-1]`, and B = 0 gives ones."""
+    import torch
+
+    from model.train import tail_weights
+
+    lengths = torch.tensor([4, 2, 3])
+    valid_pos = torch.arange(4)[None, :] < (lengths[:, None] - 1)
+    assert tail_weights(lengths, valid_pos, 2.0).tolist() == [1.0, 2.0, 3.0, 3.0, 1.0, 3.0]
+    assert tail_weights(lengths, valid_pos, 0.0).tolist() == [1.0] * 6
+
+
+def test_smoothed_loss_with_weights_is_the_weighted_mean_of_the_rows() -> None:
+    import torch
+
+    from model.train import smoothed_loss
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(5, 9, generator=gen)
+    targets = torch.randint(0, 9, (5,), generator=gen)
+    rows = torch.stack([smoothed_loss(logits[r:r + 1], targets[r:r + 1], None, 0.1) for r in range(5)])
+    w = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0])
+    got = smoothed_loss(logits, targets, None, 0.1, w)
+    assert torch.allclose(got, (w * rows).sum() / w.sum(), atol=1e-6)
+    assert torch.allclose(smoothed_loss(logits, targets, None, 0.1, torch.ones(5)), rows.mean(), atol=1e-6)
+    assert not torch.allclose(got, rows.mean(), atol=1e-4)  # the weights do change it
+
+
+def test_tail_weight_is_checked_and_recorded_in_the_manifest(tmp_path: Path) -> None:
+    import pytest
+
+    from model.train import TrainConfigError
+
+    with pytest.raises(TrainConfigError, match="tail-weight"):
+        TrainConfig(tail_weight=-1.0)
+    with pytest.raises(TrainConfigError, match="tail-weight"):
+        TrainConfig(tail_weight=1.0, negatives=64)
+    cache = Settings.from_env().cache_dir
+    ds = load_ml100k(cache)
+    cfg = TrainConfig(epochs=2, max_users=120, hidden=32, item_dim=16, text_dim=16, max_minutes=1.0, refit_epochs=0,
+                      tail_weight=1.0)
+    res = train(ds, cfg, cache=cache, out=tmp_path / "model", progress=False)
+    assert res.artifact.manifest["train_config"]["tail_weight"] == 1.0  # type: ignore[union-attr]
+    plain = train(ds, replace(cfg, tail_weight=0.0), cache=cache, out=None, progress=False)
+    assert plain.history[0]["loss"] != res.history[0]["loss"]  # the option changes what is trained
