@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Sequence
 
 from .process import WorkerProcess
 from .settings import Settings
@@ -47,6 +47,15 @@ def _ensure_model(s: Settings, *, train: bool) -> None:
         print(f"wrote a random model to {s.artifact_path} (--random-model)")
 
 
+def display_titles(item_ids: Sequence[str], titles: Sequence[str]) -> dict[str, str]:
+    """item id → the title the live view shows: the title, and for a title that more than one item
+    of the catalogue carries, the item id after it. ML-100k has 22 such titles over 45 items: films
+    listed twice under two ids (e.g. "Kull the Conqueror", 266 and 680), which a list may recommend
+    both, and remakes (Sabrina, 1954 and 1995)."""
+    shared = {t for t, n in Counter(titles).items() if n > 1}
+    return {i: f"{t} [{i}]" if t in shared else t for i, t in zip(item_ids, titles)}
+
+
 class _View:
     def __init__(self, s: Settings, show: int) -> None:
         from model import load_artifact
@@ -55,7 +64,7 @@ class _View:
         from .topics import topic_names
 
         cat = load_artifact(s.artifact_path).catalogue
-        self.titles = dict(zip(cat.item_ids, cat.titles))
+        self.titles = display_titles(cat.item_ids, cat.titles)
         self.names = topic_names(s)
         self.reader = TopicReader(s, [self.names.profiles, self.names.recommendations, self.names.dlq])
         self.show = show
