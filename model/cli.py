@@ -66,7 +66,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     over = {k: getattr(args, k) for k in ("epochs", "max_minutes", "seed", "max_users", "reducer", "hidden",
                                           "item_dim", "text_dim", "lr", "lr_schedule", "patience", "dropout", "input_dropout", "refit_epochs",
                                           "future_window", "future_decay", "negatives", "neg_sampler",
-                                          "label_smoothing", "ema", "weight_decay", "tail_weight") if getattr(args, k, None) is not None}
+                                          "label_smoothing", "ema", "weight_decay", "tail_weight", "batch_users") if getattr(args, k, None) is not None}
     if getattr(args, "no_text", False):
         over["use_text"] = False
     if getattr(args, "no_item_bias", False):
@@ -239,6 +239,8 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     p.add_argument("--ema", type=float,
                    help="average the weights over optimiser steps (decay D, e.g. 0.99); validation, early stopping "
                         "and the kept weights use the average (default 0 = off)")
+    p.add_argument("--batch-users", type=int, metavar="N",
+                   help="users per training batch, grouped by sequence length (default 32)")
     p.add_argument("--tail-weight", type=float, metavar="B",
                    help="weight the end of each training sequence: a user's last predicting position counts "
                         "1 + B times its first, linearly in between (default 0 = every position alike; full-softmax "
