@@ -376,3 +376,15 @@ def test_tail_weight_is_checked_and_recorded_in_the_manifest(tmp_path: Path) -> 
     assert res.artifact.manifest["train_config"]["tail_weight"] == 1.0  # type: ignore[union-attr]
     plain = train(ds, replace(cfg, tail_weight=0.0), cache=cache, out=None, progress=False)
     assert plain.history[0]["loss"] != res.history[0]["loss"]  # the option changes what is trained
+
+
+def test_train_and_seeds_flags_reach_the_training_config() -> None:
+    from model.cli import _train_config
+    from stream.cli import build_parser
+
+    for cmd in (["train", "--out", "unused"], ["seeds", "--seeds", "0-2"]):
+        args = build_parser().parse_args(cmd + ["--batch-users", "16", "--tail-weight", "1.5"])
+        cfg = _train_config(args)
+        assert (cfg.batch_users, cfg.tail_weight) == (16, 1.5), cmd
+        default = _train_config(build_parser().parse_args(cmd))
+        assert (default.batch_users, default.tail_weight) == (TrainConfig().batch_users, 0.0) == (32, 0.0)
