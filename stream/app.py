@@ -184,9 +184,10 @@ class _Consumer(faust_aiokafka.Consumer):
             if waited is not None:
                 log.info("%s: %d record(s) (offsets %d … %d) came before this generation's seek and were held "
                          "back; reading from %d again", describe(tp), waited[2], waited[0], waited[1], off)
-            if waited is not None and waited[1] >= off:
-                self._count_read_again("before_seek")
-            if off == 0 or (waited is not None and waited[1] >= off):
+            read_again = waited is not None and waited[1] >= off
+            if read_again:
+                self._count("read_again", "before_seek")
+            if off == 0 or read_again:
                 await self._seek_quietly(tp, off)
         # Until a partition is sought here its records are held back (Verdict.WAIT): this line says
         # which partitions a generation reads and from where.
@@ -223,14 +224,16 @@ class _Consumer(faust_aiokafka.Consumer):
             if nxt is None:
                 self._held_back(tp, start, last, last - start + 1)
             elif nxt <= last:
-                self._count_read_again("not_yielded")
+                self._count("read_again", "not_yielded")
                 await self._seek_quietly(tp, nxt)
         self._round_fetched = {}
 
-    def _count_read_again(self, reason: str) -> None:
+    def _count(self, counter: str, reason: str) -> None:
+        """One more on the worker's counter `counter` (a WorkerMetrics attribute) for `reason`;
+        nothing where the app has no metrics (unit tests of the consumer alone)."""
         metrics = getattr(self.app, "metrics", None)
         if metrics is not None:
-            metrics.read_again.labels(reason).inc()
+            getattr(metrics, counter).labels(reason).inc()
 
     async def _seek_quietly(self, tp: Any, offset: int) -> bool:
         try:
@@ -334,7 +337,7 @@ class _Consumer(faust_aiokafka.Consumer):
         self._probed[tp] = mark
         log.info("%s: fetched to %d but handed over only up to %d; reading from %d again", describe(tp),
                  position, nxt, nxt)
-        self._count_read_again("watchdog")
+        self._count("read_again", "watchdog")
         self._reread = [f for f in self._reread if not f.done()]
         self._reread.append(asyncio.ensure_future(self._seek_quietly(tp, nxt)))
         return True
@@ -373,9 +376,7 @@ class _Consumer(faust_aiokafka.Consumer):
         # only partitions still assigned: one revoked meanwhile is read again by its next owner
         assigned = self.assignment()
         self.held_commits.hold({tp: off for tp, off in offsets.items() if tp in assigned})
-        metrics = getattr(self.app, "metrics", None)
-        if metrics is not None:
-            metrics.commits_held.labels(reason).inc()
+        self._count("commits_held", reason)
 
     def _filter_committable_offsets(self, tps: Any) -> dict[Any, int]:
         # Faust counts offsets as committed even when `_commit` did not send them (HeldCommits):
