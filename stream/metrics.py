@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["WorkerMetrics", "BATCH_PHASES"]
+__all__ = ["WorkerMetrics", "BATCH_PHASES", "READ_AGAIN_REASONS"]
 
 #: The phases of `profilestream_batch_phase_seconds`, in the order a micro-batch goes through them.
 BATCH_PHASES = ("wait", "read", "step", "write", "outputs", "send")
+#: The reasons of `profilestream_read_again_total`: the path that sent the fetch back.
+READ_AGAIN_REASONS = ("before_seek", "not_yielded", "watchdog")
 _SECONDS_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
 
 
@@ -38,7 +40,7 @@ class WorkerMetrics:
             "handed, by reason: before_seek (held back before the generation's seek), not_yielded (taken from the "
             "Kafka client but dropped by Faust's getmany), watchdog (seen by the stall watchdog only: the "
             "backstop; docs/operations.md 'Records fetched but never handed over')", ["reason"], registry=r)
-        for reason in ("before_seek", "not_yielded", "watchdog"):
+        for reason in READ_AGAIN_REASONS:
             self.read_again.labels(reason)
         self.raw_partition_mismatch = Counter(
             "profilestream_raw_partition_mismatch", "single-hop mode: raw events on another partition than Kafka's "

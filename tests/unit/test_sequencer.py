@@ -22,6 +22,7 @@ from faust.types import TP
 
 from bench.chaos import read_again_counts
 from stream.app import create_app_shell
+from stream.metrics import READ_AGAIN_REASONS
 from stream.sequencer import HeldCommits, Sequencer, Verdict, commit_may_advance
 from stream.settings import Settings
 
@@ -226,7 +227,7 @@ def _reads_again(c: Any, caplog: Any = None) -> dict[str, float]:
     that the worker log says the same as far as `profilestream chaos` reads it (its `read_again`)."""
     reg = c.app.metrics.registry
     counts = {r: reg.get_sample_value("profilestream_read_again_total", {"reason": r})
-              for r in ("before_seek", "not_yielded", "watchdog")}
+              for r in READ_AGAIN_REASONS}
     if caplog is not None:
         assert read_again_counts([caplog.text]) == counts, caplog.text
     return counts
