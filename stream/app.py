@@ -36,6 +36,8 @@ from typing import Any
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
+from mode.utils.futures import maybe_async
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
@@ -126,6 +128,47 @@ class _LowLatencyConsumer(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+class _InLoopConsumer(_LowLatencyConsumer):
+    """The aiokafka consumer on the worker's own event loop, not in Faust's consumer thread
+    (PROFILESTREAM_CONSUMER_THREAD=0). Faust runs it in a second thread with a second event loop, and
+    every fetch, commit and seek crosses between the two through a method queue: two
+    `call_soon_threadsafe` wake-ups (a self-pipe write each) and a hand-over of the GIL. Here the
+    same service runs as a task of the worker's loop, and those calls are plain awaits. Heartbeats
+    then share the loop with the agents; a batch takes milliseconds against a session timeout of
+    seconds."""
+
+    def __init__(self, consumer: Any, *, loop: Any = None, **kwargs: Any) -> None:
+        loop = loop or asyncio.get_event_loop_policy().get_event_loop()
+        super().__init__(consumer, loop=loop, thread_loop=loop, **kwargs)
+        self._serving: asyncio.Future[Any] | None = None
+
+    async def start(self) -> None:
+        # ServiceThread.start, with a task of this loop in place of the thread that runs `_serve`.
+        assert not self._thread_started.is_set()
+        self._thread_started.set()
+        self._thread_running = asyncio.Future(loop=self.parent_loop)
+        self._serving = asyncio.ensure_future(self._serve())
+        try:
+            await self._thread_running
+        finally:
+            self._thread_running = None
+
+    async def stop(self) -> None:
+        if self._started.is_set():
+            await Service.stop(self)  # ServiceThread.stop, less the join of a thread there is not
+        if self._serving is not None:
+            await asyncio.shield(self._serving)
+
+    async def _gather_remaining_tasks(self) -> None:
+        # The thread's version cancels every task left on its own loop: here that loop is the
+        # worker's, whose tasks are not this service's to cancel. aiokafka's own tasks end in
+        # `on_thread_stop` (the consumer's stop).
+        return None
+
+    async def call_thread(self, fun: Any, *args: Any, **kwargs: Any) -> Any:
+        return await maybe_async(fun(*args, **kwargs))
+
+
 class _Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer, with the stream topics' records handed to the agents strictly in
     offset order and commits that never pass a record no agent finished (`stream/sequencer.py`)."""
@@ -154,7 +197,9 @@ class _Consumer(faust_aiokafka.Consumer):
         self._round_fetched: dict[Any, tuple[int, int, int]] = {}
 
     def _new_consumer_thread(self) -> Any:
-        return _LowLatencyConsumer(self, loop=self.loop, beacon=self.beacon)
+        ps_settings = getattr(self.app, "ps_settings", None)
+        cls = _LowLatencyConsumer if ps_settings is None or ps_settings.consumer_thread else _InLoopConsumer
+        return cls(self, loop=self.loop, beacon=self.beacon)
 
     def _is_stream(self, tp: Any) -> bool:
         return bool(self.app.topics.acks_enabled_for(tp.topic))

@@ -103,6 +103,12 @@ class Settings:
         "how the fetch loop hands each record to the agents' queues: direct = in its own task when there is "
         "room, wait_first = through Faust's wait_first, four tasks per record (the default until 2026-12-07; "
         "for comparisons; docs/operations.md 'Handing records to the agents')", default="direct")
+    consumer_thread: bool = _env(
+        "PROFILESTREAM_CONSUMER_THREAD",
+        "0 = the Kafka consumer runs on the worker's event loop; 1 = in Faust's consumer thread, with its own "
+        "event loop and a hand-over between the threads per fetch (the default until 2026-12-07; for "
+        "comparisons; docs/operations.md 'Consumer thread')",
+        default=False)
     standby_replicas: int = _env("PROFILESTREAM_STANDBY_REPLICAS", "standby replicas of the state table", default=1)
     log_level: str = _env("PROFILESTREAM_LOG_LEVEL", "worker log level", default="info")
     pseudonym_key: str = _env("PROFILESTREAM_PSEUDONYM_KEY",

@@ -128,7 +128,11 @@ def run_worker(settings: Settings) -> None:
     async def announce() -> None:  # runs once the worker has set up logging (before that, INFO goes nowhere)
         import asyncio
 
-        notes[0] += f", event loop {type(asyncio.get_running_loop()).__module__.split('.')[0]}"
+        loop = asyncio.get_running_loop()
+        notes[0] += f", event loop {type(loop).__module__.split('.')[0]}"
+        # where the Kafka consumer runs, read from the running consumer (PROFILESTREAM_CONSUMER_THREAD)
+        notes[0] += (", consumer on the worker's event loop" if app.consumer._thread.thread_loop is loop
+                     else ", consumer in Faust's consumer thread")
         for note in notes:
             logging.getLogger("profilestream").info("%s", note)
 

@@ -23,18 +23,20 @@ pytestmark = pytest.mark.integration
 N_EVENTS = 5000
 
 
-@pytest.mark.parametrize("batch_size,single_hop,window_ms,loop,handoff", [
-    (1, False, 5.0, "asyncio", "direct"), (64, False, 5.0, "asyncio", "wait_first"), (64, True, 5.0, "uvloop", "direct"),
-    (64, False, 0.0, "asyncio", "direct"), (64, True, 0.0, "asyncio", "direct")],
-    ids=["per-event", "batch64-wait-first-handoff", "batch64-single-hop-uvloop", "batch64-no-window",
+@pytest.mark.parametrize("batch_size,single_hop,window_ms,loop,handoff,thread", [
+    (1, False, 5.0, "asyncio", "direct", False), (64, False, 5.0, "asyncio", "wait_first", True),
+    (64, True, 5.0, "uvloop", "direct", False), (64, False, 0.0, "asyncio", "direct", False),
+    (64, True, 0.0, "asyncio", "direct", False)],
+    ids=["per-event", "batch64-faust-thread-and-handoff", "batch64-single-hop-uvloop", "batch64-no-window",
          "batch64-single-hop-no-window"])
 def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable[..., Worker], batch_size: int,
-                             single_hop: bool, window_ms: float, loop: str, handoff: str) -> None:
+                             single_hop: bool, window_ms: float, loop: str, handoff: str, thread: bool) -> None:
     """window_ms 0: micro-batches of what has arrived (stream/take.py) instead of Faust's take_events.
-    One case runs the worker on uvloop (PROFILESTREAM_EVENT_LOOP) instead of asyncio's loop, one hands
-    records to the agents through Faust's wait_first (PROFILESTREAM_RECORD_HANDOFF) as before 2026-12-07."""
+    One case runs the worker on uvloop (PROFILESTREAM_EVENT_LOOP) instead of asyncio's loop; one runs
+    the Kafka consumer in Faust's consumer thread (PROFILESTREAM_CONSUMER_THREAD) and hands records to
+    the agents through Faust's wait_first (PROFILESTREAM_RECORD_HANDOFF), both as before 2026-12-07."""
     s = stream_settings.with_(batch_size=batch_size, single_hop=single_hop, batch_window_ms=window_ms,
-                              event_loop=loop, record_handoff=handoff)
+                              event_loop=loop, record_handoff=handoff, consumer_thread=thread)
     events = list(iter_dataset_events("ml-100k", s))[:N_EVENTS]
     histories = by_user(events)
     assert len(events) == N_EVENTS and len(histories) >= 50
@@ -63,7 +65,10 @@ def test_stream_batch_parity(stream_settings: Settings, worker_factory: Callable
     assert m['profilestream_gc_pause_seconds_count{generation="1"}'] > 0
     assert not outputs.dlq
     assert_batch_phases(m, wait=batch_size > 1 and window_ms == 0)
-    assert f"event loop {loop}" in worker.tail(10**6), "the worker's start-up note names another event loop"
+    log = worker.tail(10**6)
+    assert f"event loop {loop}" in log, "the worker's start-up note names another event loop"
+    where = "consumer in Faust's consumer thread" if thread else "consumer on the worker's event loop"
+    assert where in log, f"the worker's start-up note does not say: {where}"
     outputs.close()
 
 
