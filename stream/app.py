@@ -10,6 +10,8 @@ Consumer and latency settings, and why (see docs/operations.md):
   events are never applied, and committed ones only once their transaction commits.
 - records handed to the agents' queues in the fetch loop's own task when there is room (`deliver`),
   not through mode's `wait_first` and its four tasks per record (PROFILESTREAM_RECORD_HANDOFF).
+- the aiokafka consumer on the worker's event loop (`_InLoopConsumer`), not in Faust's consumer
+  thread, so a fetch does not cross between two threads and two loops (PROFILESTREAM_CONSUMER_THREAD).
 - stream_wait_empty off: a rebalance does not wait for every buffered event to drain. Turned on for
   a while on 2026-11-28; one of two full broker-restart chaos runs then hung after the second
   restart (worker idle, nothing consumed), so it is off again (docs/operations.md). A stop still
@@ -157,7 +159,11 @@ class _InLoopConsumer(_LowLatencyConsumer):
         if self._started.is_set():
             await Service.stop(self)  # ServiceThread.stop, less the join of a thread there is not
         if self._serving is not None:
-            await asyncio.shield(self._serving)
+            # Wait for `_serve` to finish its shutdown (the aiokafka consumer's stop). A crash of it
+            # was logged and reported by `crash` already, as the thread version's was.
+            await asyncio.wait({self._serving})
+            if not self._serving.cancelled():
+                self._serving.exception()
 
     async def _gather_remaining_tasks(self) -> None:
         # The thread's version cancels every task left on its own loop: here that loop is the
