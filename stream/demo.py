@@ -8,7 +8,8 @@ import time
 from collections import Counter
 from typing import Any, Sequence
 
-from .process import WorkerProcess
+from .output import EXIT_OUTPUT_FAILED
+from .process import WorkerProcess, describe_exit
 from .settings import Settings
 from .stall import EXIT_STALLED
 
@@ -154,11 +155,12 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
                 view.render(sent[0], time.monotonic() - t0)
                 last = time.monotonic()
             if not worker.alive():
-                if worker.proc is not None and worker.proc.returncode == EXIT_STALLED:
-                    print(f"\nthe worker stalled and exited ({EXIT_STALLED}, see {log}); starting it again", flush=True)
+                code = worker.proc.returncode if worker.proc is not None else None
+                if code in (EXIT_STALLED, EXIT_OUTPUT_FAILED):  # exits that ask for a fresh worker
+                    print(f"\nthe worker {describe_exit(code)} (see {log}); starting it again", flush=True)
                     worker.start()
                     continue
-                raise RuntimeError(f"the worker exited; see {log}")
+                raise worker.exited("while the demo ran")
         print(f"\ndemo finished: {sent[0]} events sent, {view.n_out} profile updates received")
         return 0
     except KeyboardInterrupt as exc:

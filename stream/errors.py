@@ -1,6 +1,6 @@
 """Root exception of the stream package; messages name the cause and the fix."""
 
-__all__ = ["StreamError", "BrokerError", "ConfigError"]
+__all__ = ["StreamError", "BrokerError", "ConfigError", "WorkerExited"]
 
 
 class StreamError(Exception):
@@ -13,3 +13,7 @@ class BrokerError(StreamError):
 
 class ConfigError(StreamError):
     """A setting that cannot be used."""
+
+
+class WorkerExited(StreamError, RuntimeError):
+    """A worker child process (stream/process.py) ended when it was expected to run."""

@@ -16,9 +16,10 @@ import urllib.request
 from dataclasses import fields
 from pathlib import Path
 
+from .errors import WorkerExited
 from .settings import Settings
 
-__all__ = ["WorkerProcess", "worker_env", "free_port"]
+__all__ = ["WorkerProcess", "worker_env", "free_port", "describe_exit"]
 
 
 def free_port() -> int:
@@ -38,6 +39,26 @@ def worker_env(s: Settings, **extra: str) -> dict[str, str]:
             env[f.metadata["env"]] = str(value)
     env.update(extra)
     return env
+
+
+def describe_exit(code: int | None) -> str:
+    """How a worker ended, in words, from its return code (negative: the signal that killed it)."""
+    from .output import EXIT_OUTPUT_FAILED
+    from .stall import EXIT_STALLED
+    from .worker import EXIT_SHUTDOWN_TIMEOUT
+
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    why = {0: "a clean stop: something sent it SIGINT or SIGTERM",
+           EXIT_SHUTDOWN_TIMEOUT: "its graceful stop took too long",
+           EXIT_OUTPUT_FAILED: "its outputs could not be delivered",
+           EXIT_STALLED: "its stall watchdog found it stuck"}.get(code)
+    return f"exited with status {code}" + (f" ({why})" if why else "")
 
 
 class WorkerProcess:
@@ -65,7 +86,7 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
-                raise RuntimeError(f"worker exited with {code}:\n{self.tail()}")
+                raise WorkerExited(f"the worker {describe_exit(code)} before it was ready:\n{self.tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as r:
                     if json.loads(r.read()).get("ready"):
@@ -97,6 +118,13 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(10)
+
+    def exited(self, what: str) -> WorkerExited:
+        """The error for a worker that ended while `what` needed it: how it ended, its log's path
+        and last lines."""
+        code = None if self.proc is None else self.proc.returncode
+        last = "\n".join(self.tail().splitlines()[-12:])
+        return WorkerExited(f"the worker {describe_exit(code)} {what}. Its log is {self.log}; the last lines:\n{last}")
 
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""

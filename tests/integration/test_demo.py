@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -58,10 +60,11 @@ def test_demo_shows_profiles_and_stops_its_worker_after_duration(stream_settings
     assert broker_status(stream_settings)[1]  # the test broker, not started by the demo, still answers
 
 
-def test_demo_stops_its_worker_when_its_terminal_hangs_up(stream_settings: Settings) -> None:
-    """Before stream/signals.py, SIGHUP killed the demo outright and left its worker (and a broker it
-    had started) running."""
-    proc = _demo(stream_settings)
+@contextmanager
+def _running_demo(settings: Settings, **kw: object) -> Iterator[tuple[subprocess.Popen[str], list[str], int]]:
+    """A demo whose view shows profile updates: (process, its output lines so far, its worker's pid).
+    On the way out, whatever is still running of it is killed."""
+    proc = _demo(settings, **kw)
     lines: list[str] = []
     workers: list[int] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
@@ -71,9 +74,7 @@ def test_demo_stops_its_worker_when_its_terminal_hangs_up(stream_settings: Setti
                  timeout=180, what="profile updates in the demo's view")
         workers += _children(proc.pid)
         assert len(workers) == 1, workers
-        proc.send_signal(signal.SIGHUP)
-        assert proc.wait(timeout=90) == 128 + signal.SIGHUP, "".join(lines)[-3000:]
-        assert not _pid_alive(workers[0]), f"the demo's worker (pid {workers[0]}) outlived it"
+        yield proc, lines, workers[0]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -81,4 +82,49 @@ def test_demo_stops_its_worker_when_its_terminal_hangs_up(stream_settings: Setti
         for pid in workers:  # a worker the demo left behind must not outlive the test
             if _pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        reader.join(10)
+
+
+def test_demo_stops_its_worker_when_its_terminal_hangs_up(stream_settings: Settings) -> None:
+    """Before stream/signals.py, SIGHUP killed the demo outright and left its worker (and a broker it
+    had started) running."""
+    with _running_demo(stream_settings) as (proc, lines, worker):
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=90) == 128 + signal.SIGHUP, "".join(lines)[-3000:]
+        assert not _pid_alive(worker), f"the demo's worker (pid {worker}) outlived it"
     assert broker_status(stream_settings)[1]  # a broker the demo did not start is left running
+
+
+def _as_a_terminal_starts_it() -> None:
+    # A terminal's shell runs the demo as the foreground job: its own process group, SIGINT at its
+    # default (a shell running this suite in the background would have it ignored, and Python keeps
+    # an ignored SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_stops_the_demo_and_its_worker_cleanly(stream_settings: Settings) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group, the worker included,
+    which then stops on its own while the demo cleans up. The demo must end as Ctrl-C should (status
+    0, no error, no traceback) and leave no worker behind."""
+    with _running_demo(stream_settings, start_new_session=True, preexec_fn=_as_a_terminal_starts_it) as (
+            proc, lines, worker):
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=90) == 0, "".join(lines)[-3000:]
+        assert not _pid_alive(worker), f"the demo's worker (pid {worker}) outlived it"
+    out = "".join(lines)
+    assert "stopping …" in out, out[-3000:]
+    assert "Traceback" not in out and "error:" not in out, out[-3000:]
+    assert broker_status(stream_settings)[1]
+
+
+def test_a_worker_that_dies_under_the_demo_is_named_without_a_traceback(stream_settings: Settings) -> None:
+    """Until 2026-12-07 a worker that ended under the demo gave a RuntimeError traceback and "see the
+    log"; now the demo says how the worker ended, where its log is, and its last lines."""
+    with _running_demo(stream_settings) as (proc, lines, worker):
+        os.kill(worker, signal.SIGKILL)
+        assert proc.wait(timeout=90) == 2, "".join(lines)[-3000:]
+    out = "".join(lines)
+    assert "error: the worker was killed by SIGKILL while the demo ran. Its log is " in out, out[-3000:]
+    assert "worker.log; the last lines:" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert broker_status(stream_settings)[1]
