@@ -172,14 +172,16 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
             producer.join(timeout=15)  # it stops at its next send and delivers what it queued
         if view is not None:
             view.reader.close()  # before the broker goes, or librdkafka logs reconnect errors
-        started = worker.proc is not None
-        if worker.alive():
+        # "stopped the worker" only for a worker this clean-up stopped: one that had ended is named
+        # by the error above it, and one that Ctrl-C reached too is still stopping here
+        stopping = worker.alive()
+        if stopping:
             worker.stop(timeout=30)
         if info.started_by_us:
             broker_down(settings)
-            print("stopped the worker and the Kafka broker" if started else "stopped the Kafka broker")
+            print("stopped the worker and the Kafka broker" if stopping else "stopped the Kafka broker")
         else:
-            print(f"stopped{' the worker' if started else ''} (the broker was already running; left as it was)")
+            print(f"stopped{' the worker' if stopping else ''} (the broker was already running; left as it was)")
 
 
 class _Stop(Exception):

@@ -126,5 +126,6 @@ def test_a_worker_that_dies_under_the_demo_is_named_without_a_traceback(stream_s
     out = "".join(lines)
     assert "error: the worker was killed by SIGKILL while the demo ran. Its log is " in out, out[-3000:]
     assert "worker.log; the last lines:" in out, out[-3000:]
+    assert "stopped (the broker was already running; left as it was)" in out, out[-3000:]  # not "the worker"
     assert "Traceback" not in out, out[-3000:]
     assert broker_status(stream_settings)[1]
