@@ -85,8 +85,7 @@ class WorkerProcess:
         url = f"http://127.0.0.1:{self.settings.web_port}/ready"
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
-                code = None if self.proc is None else self.proc.returncode
-                raise WorkerExited(f"the worker {describe_exit(code)} before it was ready:\n{self.tail()}")
+                raise self.exited("before it was ready", lines=50)
             try:
                 with urllib.request.urlopen(url, timeout=1) as r:
                     if json.loads(r.read()).get("ready"):
@@ -119,11 +118,11 @@ class WorkerProcess:
             self.proc.kill()
             return self.proc.wait(10)
 
-    def exited(self, what: str) -> WorkerExited:
+    def exited(self, what: str, *, lines: int = 12) -> WorkerExited:
         """The error for a worker that ended while `what` needed it: how it ended, its log's path
-        and last lines."""
+        and last `lines` lines."""
         code = None if self.proc is None else self.proc.returncode
-        last = "\n".join(self.tail().splitlines()[-12:])
+        last = "\n".join(self.tail(20_000).splitlines()[-lines:])
         return WorkerExited(f"the worker {describe_exit(code)} {what}. Its log is {self.log}; the last lines:\n{last}")
 
     def tail(self, n: int = 4000) -> str:

@@ -107,3 +107,24 @@ def test_sigterm_ends_a_command_like_ctrl_c_once_and_restores_the_handlers() -> 
     assert isinstance(info.value, KeyboardInterrupt) and info.value.exit_status == 128 + signal.SIGTERM
     assert cleaned == ["clean-up finished"]
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_worker_that_ends_before_it_is_ready_is_named_with_its_log(tmp_path) -> None:
+    """The demo, the bench and the chaos runs start workers through `WorkerProcess`; one that ends
+    at start-up raises a StreamError (printed as one `error:` line, no traceback) that says how it
+    ended, where its log is, and the log's last lines."""
+    import signal
+
+    from stream.errors import StreamError
+    from stream.process import WorkerProcess, describe_exit
+    from stream.settings import Settings
+
+    log = tmp_path / "w.log"
+    w = WorkerProcess(Settings.from_env(environ={}), log, module="profilestream_no_such_module")
+    with pytest.raises(StreamError) as err:
+        w.start(ready_timeout=60)
+    msg = str(err.value)
+    assert msg.startswith(f"the worker exited with status 1 before it was ready. Its log is {log}; the last lines:"), msg
+    assert "No module named profilestream_no_such_module" in msg, msg
+    assert describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
+    assert describe_exit(75).startswith("exited with status 75") and "stall" in describe_exit(75)
