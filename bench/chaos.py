@@ -34,8 +34,6 @@ from stream.consume import OutputFollower
 from stream.process import WorkerProcess, free_port
 from stream.replay import iter_dataset_events, produce_events
 from stream.settings import Settings
-from stream.output import EXIT_OUTPUT_FAILED
-from stream.stall import EXIT_STALLED
 from stream.topics import ensure_topics
 
 __all__ = ["run_chaos", "run_fuzz", "Scenario", "log_digest"]
@@ -83,7 +81,7 @@ class _Workers:
         for w in self.workers:
             if w.proc is not None and w.proc.poll() is not None and w.proc.pid not in self.killed_by_us:
                 self.killed_by_us.add(w.proc.pid)  # count once
-                if w.proc.returncode in (EXIT_STALLED, EXIT_OUTPUT_FAILED):
+                if w.asks_for_restart():
                     self.stall_restarts += 1
                     print(f"  worker exited with status {w.proc.returncode} to be restarted; starting it again; "
                           f"log {w.log}", file=sys.stderr)

@@ -8,10 +8,8 @@ import time
 from collections import Counter
 from typing import Any, Sequence
 
-from .output import EXIT_OUTPUT_FAILED
 from .process import WorkerProcess, describe_exit
 from .settings import Settings
-from .stall import EXIT_STALLED
 
 __all__ = ["run_demo"]
 
@@ -155,9 +153,9 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
                 view.render(sent[0], time.monotonic() - t0)
                 last = time.monotonic()
             if not worker.alive():
-                code = worker.proc.returncode if worker.proc is not None else None
-                if code in (EXIT_STALLED, EXIT_OUTPUT_FAILED):  # exits that ask for a fresh worker
-                    print(f"\nthe worker {describe_exit(code)} (see {log}); starting it again", flush=True)
+                if worker.asks_for_restart():
+                    print(f"\nthe worker {describe_exit(worker.proc.returncode)} (see {log}); starting it again",
+                          flush=True)
                     worker.start()
                     continue
                 raise worker.exited("while the demo ran")

@@ -118,6 +118,15 @@ class WorkerProcess:
             self.proc.kill()
             return self.proc.wait(10)
 
+    def asks_for_restart(self) -> bool:
+        """Whether the worker ended with a status that asks its supervisor for a fresh one: the stall
+        watchdog's (EXIT_STALLED) or a stuck or failed output producer's (EXIT_OUTPUT_FAILED). A
+        fresh worker applies the uncommitted events again from the committed offsets."""
+        from .output import EXIT_OUTPUT_FAILED
+        from .stall import EXIT_STALLED
+
+        return self.proc is not None and self.proc.returncode in (EXIT_STALLED, EXIT_OUTPUT_FAILED)
+
     def exited(self, what: str, *, lines: int = 12) -> WorkerExited:
         """The error for a worker that ended while `what` needed it: how it ended, its log's path
         and last `lines` lines."""

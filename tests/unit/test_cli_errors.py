@@ -128,3 +128,20 @@ def test_a_worker_that_ends_before_it_is_ready_is_named_with_its_log(tmp_path) -
     assert "No module named profilestream_no_such_module" in msg, msg
     assert describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
     assert describe_exit(75).startswith("exited with status 75") and "stall" in describe_exit(75)
+
+
+@pytest.mark.parametrize("status,restart", [(75, True), (74, True), (0, False), (1, False), (70, False)])
+def test_only_the_stall_and_output_exits_ask_for_a_fresh_worker(status: int, restart: bool, tmp_path) -> None:
+    """The demo and the chaos harness start a fresh worker for exactly these statuses
+    (`WorkerProcess.asks_for_restart`); any other end is an error (demo) or a crash (chaos)."""
+    from stream.output import EXIT_OUTPUT_FAILED
+    from stream.process import WorkerProcess
+    from stream.settings import Settings
+    from stream.stall import EXIT_STALLED
+
+    assert {EXIT_STALLED, EXIT_OUTPUT_FAILED} == {75, 74}  # the statuses documented in the README
+    w = WorkerProcess(Settings.from_env(environ={}), tmp_path / "w.log")
+    assert not w.asks_for_restart()  # never started
+    w.proc = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({status})"])
+    w.proc.wait(30)
+    assert w.asks_for_restart() is restart
