@@ -133,10 +133,10 @@ def check_reachable(bootstrap: str, *, timeout: float = 3.0, conf: dict[str, obj
     """True when a broker at `bootstrap` answers a metadata request within `timeout` seconds."""
     from confluent_kafka.admin import AdminClient
 
-    c = {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0,
-         "logger": _silent_logger()}
+    c = {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0}
     c.update(conf or {})
     c["bootstrap.servers"] = bootstrap
+    c["logger"] = _silent_logger()  # "not reachable" is this function's answer, not news to print
     try:
         AdminClient(c).list_topics(timeout=timeout)
         return True
@@ -297,6 +297,28 @@ def _wait_port_free(port: int, *, timeout: float) -> bool:
             return False
         time.sleep(0.2)
     return True
+
+
+def broker_ended(info: BrokerInfo) -> str | None:
+    """None while the broker `info` names runs (or is not managed here: pid -1); once it has ended,
+    how, in words: "was killed by SIGKILL", "exited with status 1", or "is no longer running" when
+    this process is not its parent and cannot know more. For a caller that started the broker and
+    watches it (the demo); reaps it when this process is its parent."""
+    if info.pid <= 0:
+        return None
+    try:
+        pid, status = os.waitpid(info.pid, os.WNOHANG)
+    except ChildProcessError:
+        return None if _pid_alive(info.pid) else "is no longer running"
+    if pid == 0:
+        return None
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def broker_down(settings: Settings, *, timeout: float = 30.0) -> BrokerInfo | None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Sequence
 
+from .broker import BrokerInfo
+from .errors import BrokerError
 from .process import WorkerProcess, describe_exit
 from .settings import Settings
 
@@ -108,7 +112,7 @@ class _View:
 
 
 def run_demo(settings: Settings, *, rate: float, duration: float | None, show: int, train: bool) -> int:
-    from .broker import broker_down, broker_up
+    from .broker import broker_down, broker_ended, broker_up
     from .replay import iter_dataset_events, produce_events
     from .topics import ensure_topics
 
@@ -152,6 +156,8 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
             if time.monotonic() - last >= 1.0:
                 view.render(sent[0], time.monotonic() - t0)
                 last = time.monotonic()
+            if info.started_by_us and (how := broker_ended(info)) is not None:
+                raise _broker_error(info, how)
             if not worker.alive():
                 if worker.asks_for_restart():
                     print(f"\nthe worker {describe_exit(worker.proc.returncode)} (see {log}); starting it again",
@@ -166,20 +172,33 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
         return getattr(exc, "exit_status", 0)  # Ctrl-C is how the demo is meant to end: 0
     finally:
         stop.set()
-        if producer is not None:
-            producer.join(timeout=15)  # it stops at its next send and delivers what it queued
+        if producer is not None:  # it stops at its next send and delivers what it queued
+            producer.join(timeout=15 if broker_ended(info) is None else 1)
         if view is not None:
             view.reader.close()  # before the broker goes, or librdkafka logs reconnect errors
         # "stopped the worker" only for a worker this clean-up stopped: one that had ended is named
         # by the error above it, and one that Ctrl-C reached too is still stopping here
         stopping = worker.alive()
-        if stopping:
-            worker.stop(timeout=30)
+        if stopping:  # without its broker a worker cannot stop gracefully (its last commit waits): 5 s
+            worker.stop(timeout=30 if broker_ended(info) is None else 5)
         if info.started_by_us:
-            broker_down(settings)
-            print("stopped the worker and the Kafka broker" if stopping else "stopped the Kafka broker")
+            stopped = [what for what, yes in (("the worker", stopping),
+                                              ("the Kafka broker", broker_down(settings) is not None)) if yes]
+            print(f"stopped {' and '.join(stopped)}" if stopped else "nothing the demo started was still running")
         else:
             print(f"stopped{' the worker' if stopping else ''} (the broker was already running; left as it was)")
+
+
+def _broker_error(info: BrokerInfo, how: str) -> BrokerError:
+    """The error for the demo's own broker ending under it: how, its log's path and the warnings and
+    errors at the log's end (its INFO lines are a page of routine; a SIGKILL leaves none at all)."""
+    log = Path(info.log_file)
+    tail = log.read_text(errors="replace")[-200_000:].splitlines()[-300:] if log.exists() else []
+    bad = [ln[:300] for ln in tail if re.search(r"\b(WARN|ERROR|FATAL)\b|Exception|Error:", ln)][-8:]
+    said = ("; its last warnings and errors:\n" + "\n".join(bad)) if bad else \
+        ", with no warning or error at its end"
+    return BrokerError(f"the Kafka broker the demo started (pid {info.pid}) {how} while the demo ran. Its log is "
+                       f"{log}{said}\nRun the demo again to start a fresh broker.")
 
 
 class _Stop(Exception):

@@ -200,9 +200,12 @@ class Settings:
 
     # ----------------------------------------------------------------- client configs
     def confluent_config(self) -> dict[str, Any]:
-        """librdkafka settings for confluent-kafka clients (replay, tail, admin, bench)."""
+        """librdkafka settings for confluent-kafka clients (replay, tail, admin, bench). Their log
+        lines go through `stream.kafkalog.kafka_logger()`, repeats held back, not one per reconnect."""
+        from .kafkalog import kafka_logger
+
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers,
-                                "security.protocol": self.security_protocol.upper()}
+                                "security.protocol": self.security_protocol.upper(), "logger": kafka_logger()}
         if self.security_protocol.upper().startswith("SASL"):
             conf.update({"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
                          "sasl.password": self.sasl_password})

@@ -1,6 +1,7 @@
 """`profilestream demo` (what `make demo` runs) against the real broker, with a random model so no
 training is needed: it replays ML-100k, shows profiles coming back, and stops what it started,
-both at the end of `--duration` and when its terminal goes away (SIGHUP)."""
+both at the end of `--duration` and when its terminal goes away (SIGHUP); a worker or a broker of
+its own that dies under it is named, with no traceback and no page of client errors."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from typing import Iterator
 import pytest
 
 from stream import Settings, broker_status
-from stream.broker import _pid_alive
-from stream.process import worker_env
+from stream.broker import _pid_alive, broker_down
+from stream.process import free_port, worker_env
 
 from .conftest import REPO, wait_for
 
@@ -72,8 +73,8 @@ def _running_demo(settings: Settings, **kw: object) -> Iterator[tuple[subprocess
     try:
         wait_for(lambda: any(int(m.group(2)) > 0 for m in map(STATUS.search, list(lines)) if m),
                  timeout=180, what="profile updates in the demo's view")
-        workers += _children(proc.pid)
-        assert len(workers) == 1, workers
+        workers += [pid for pid in _children(proc.pid) if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(workers) == 1, workers  # (a broker the demo started is its child too)
         yield proc, lines, workers[0]
     finally:
         if proc.poll() is None:
@@ -129,3 +130,44 @@ def test_a_worker_that_dies_under_the_demo_is_named_without_a_traceback(stream_s
     assert "stopped (the broker was already running; left as it was)" in out, out[-3000:]  # not "the worker"
     assert "Traceback" not in out, out[-3000:]
     assert broker_status(stream_settings)[1]
+
+
+def _free_port_pair() -> int:
+    """A free port whose next port is free too: the local broker's controller takes port + 1."""
+    import socket
+
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+def test_a_broker_the_demo_started_that_dies_under_it_is_named(ml_artifact: Path, tmp_path: Path) -> None:
+    """`make demo` starts its own broker. Until 2026-12-07, when that broker died the demo went on
+    showing a frozen view under librdkafka's "Connection refused" lines, about twenty a second, and
+    never said why; now it stops within seconds, says how the broker ended and where its log is, and
+    shows each kind of client error line once."""
+    s = Settings.from_env({}, bootstrap_servers=f"127.0.0.1:{_free_port_pair()}", state_dir=tmp_path / "own",
+                          artifact=ml_artifact, web_port=free_port(), partitions=3)
+    try:
+        with _running_demo(s) as (proc, lines, worker):
+            rec = broker_status(s)[0]
+            assert rec is not None and rec.pid > 0, "the demo should have started a broker of its own"
+            os.kill(rec.pid, signal.SIGKILL)
+            assert proc.wait(timeout=60) == 2, "".join(lines)[-3000:]
+            assert not _pid_alive(worker), f"the demo's worker (pid {worker}) outlived it"
+    finally:
+        broker_down(s)  # the broker runs in a session of its own: a failed test must not leave it running
+    out = "".join(lines)
+    assert (f"error: the Kafka broker the demo started (pid {rec.pid}) was killed by SIGKILL while the demo ran. "
+            f"Its log is {tmp_path / 'own' / 'kafka' / 'logs' / 'server.log'}") in out, out[-3000:]
+    assert "Run the demo again to start a fresh broker." in out
+    assert "stopped the worker\n" in out, out[-3000:]  # the broker was gone already: not "and the Kafka broker"
+    assert "Traceback" not in out, out[-3000:]
+    client_lines = [ln for ln in out.splitlines() if "Connection refused" in ln]
+    assert all(ln.startswith("kafka client rdkafka#") for ln in client_lines), client_lines
+    assert len(client_lines) <= 8, client_lines
