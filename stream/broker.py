@@ -301,7 +301,7 @@ def _wait_port_free(port: int, *, timeout: float) -> bool:
 
 def broker_ended(info: BrokerInfo) -> str | None:
     """None while the broker `info` names runs (or is not managed here: pid -1); once it has ended,
-    how, in words: "was killed by SIGKILL", "exited with status 1", or "is no longer running" when
+    how, in words: "was killed by SIGKILL", "exited with status 1", or "ended" when
     this process is not its parent and cannot know more. For a caller that started the broker and
     watches it (the demo); reaps it when this process is its parent."""
     if info.pid <= 0:
@@ -309,7 +309,7 @@ def broker_ended(info: BrokerInfo) -> str | None:
     try:
         pid, status = os.waitpid(info.pid, os.WNOHANG)
     except ChildProcessError:
-        return None if _pid_alive(info.pid) else "is no longer running"
+        return None if _pid_alive(info.pid) else "ended"
     if pid == 0:
         return None
     code = os.waitstatus_to_exitcode(status)

@@ -196,7 +196,7 @@ def _broker_error(info: BrokerInfo, how: str) -> BrokerError:
     tail = log.read_text(errors="replace")[-200_000:].splitlines()[-300:] if log.exists() else []
     bad = [ln[:300] for ln in tail if re.search(r"\b(WARN|ERROR|FATAL)\b|Exception|Error:", ln)][-8:]
     said = ("; its last warnings and errors:\n" + "\n".join(bad)) if bad else \
-        ", with no warning or error at its end"
+        ", with no warning or error at its end" if log.exists() else ", which is not there"
     return BrokerError(f"the Kafka broker the demo started (pid {info.pid}) {how} while the demo ran. Its log is "
                        f"{log}{said}\nRun the demo again to start a fresh broker.")
 

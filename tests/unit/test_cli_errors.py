@@ -145,3 +145,31 @@ def test_only_the_stall_and_output_exits_ask_for_a_fresh_worker(status: int, res
     w.proc = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({status})"])
     w.proc.wait(30)
     assert w.asks_for_restart() is restart
+
+
+def test_the_demos_broker_error_shows_the_logs_warnings_and_errors_not_its_routine(tmp_path) -> None:
+    from stream.broker import BrokerInfo
+    from stream.demo import _broker_error
+
+    log = tmp_path / "server.log"
+    info = BrokerInfo(pid=4321, port=1, controller_port=2, bootstrap="127.0.0.1:1", data_dir=str(tmp_path),
+                      log_file=str(log))
+    log.write_text("".join(f"[2026-12-07 22:00:{i:02d},000] INFO routine line {i} (kafka.server)\n" for i in range(40)))
+    quiet = str(_broker_error(info, "was killed by SIGKILL"))
+    assert quiet.startswith("the Kafka broker the demo started (pid 4321) was killed by SIGKILL while the demo ran. "
+                            f"Its log is {log}, with no warning or error at its end\n"), quiet
+    assert "routine" not in quiet and quiet.endswith("Run the demo again to start a fresh broker.")
+    with log.open("a") as f:
+        f.write("[2026-12-07 22:01:00,000] WARN disk almost full (kafka.log)\n"
+                "[2026-12-07 22:01:01,000] INFO routine again (kafka.server)\n"
+                "java.lang.OutOfMemoryError: Java heap space\n"
+                "[2026-12-07 22:01:02,000] ERROR shutting down (kafka.server)\n")
+    loud = str(_broker_error(info, "exited with status 1"))
+    assert "; its last warnings and errors:\nWARN" not in loud  # the lines are shown whole
+    assert loud.split("its last warnings and errors:\n")[1].splitlines()[:3] == [
+        "[2026-12-07 22:01:00,000] WARN disk almost full (kafka.log)", "java.lang.OutOfMemoryError: Java heap space",
+        "[2026-12-07 22:01:02,000] ERROR shutting down (kafka.server)"], loud
+    missing = BrokerInfo(**{**info.__dict__, "log_file": str(tmp_path / "none.log")})
+    assert str(_broker_error(missing, "ended")).startswith(
+        f"the Kafka broker the demo started (pid 4321) ended while the demo ran. Its log is "
+        f"{tmp_path / 'none.log'}, which is not there\n")
