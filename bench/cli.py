@@ -83,7 +83,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     from .chaos import run_chaos, run_fuzz
 
     s = Settings.from_env(bootstrap_servers=args.bootstrap_servers, state_dir=args.state_dir, artifact=args.artifact)
-    scenarios = ["kill", "broker", "rebalance", "failover", "fuzz"] if args.scenario == "all" else [args.scenario]
+    scenarios: list[Any] = ["kill", "broker", "rebalance", "failover", "fuzz"] if args.scenario == "all" \
+        else [args.scenario]  # argparse's choices: run_chaos's Literal
     results = []
     for sc in scenarios:
         print(f"chaos scenario {sc}:", file=sys.stderr)

@@ -139,7 +139,7 @@ def start_pipeline(kind: str, base: Settings, workdir: Path, *, batch_size: int 
     if kind == "transport":
         return Pipeline("transport floor", s, n.raw, n.raw, lambda v: float(v["ts"]))
     if kind == "echo":
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in __all__
 
         admin = AdminClient(s.confluent_config())  # keep the handle alive until the futures resolve
         for fut in admin.create_topics([NewTopic(s.topic("echo.out"), s.partitions, s.replication_factor)]).values():

@@ -21,7 +21,7 @@ def run_echo_worker(settings: Settings) -> None:
 
     use_event_loop(settings)
     ensure_topics(settings)
-    app = create_app_shell(settings, model=None)  # type: ignore[arg-type]  (output producer included)
+    app = create_app_shell(settings, model=None)  # the output producer included
     raw = app.topic(settings.topic("events.raw"), key_type=bytes, value_type=bytes)
     out = app.topic(settings.topic("echo.out"), key_type=bytes, value_type=bytes)
 

@@ -116,10 +116,11 @@ def _invalid(data: Any, kind: str) -> bytes | None:
     ev = _TEMPLATE
     draw = data.draw
     if kind == "random-bytes":
-        return draw(st.binary(max_size=300))
+        raw: bytes = draw(st.binary(max_size=300))
+        return raw
     if kind == "invalid-utf8":
         body = json.dumps(ev).encode()
-        bad = draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80"]))
+        bad: bytes = draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80"]))
         cut = draw(st.integers(0, len(body)))
         return body[:cut] + bad + body[cut:]
     if kind == "not-an-event":  # any JSON without a 'type' field, or not an object at all
@@ -134,7 +135,7 @@ def _invalid(data: Any, kind: str) -> bytes | None:
         pad = draw(st.sampled_from(["x" * 70_000, "€" * 30_000, list(range(20_000))]))
         return json.dumps({**ev, "padding": pad}).encode()
     if kind == "deep-nesting":
-        depth = draw(st.integers(1_500, 30_000))
+        depth: int = draw(st.integers(1_500, 30_000))
         inner = "[" * depth + "]" * depth
         if draw(st.booleans()):
             return inner.encode()
@@ -160,10 +161,10 @@ def _invalid(data: Any, kind: str) -> bytes | None:
         return body.replace(b'"@@"', text.encode())
     if kind == "unicode-control":
         field = draw(st.sampled_from(["user_id", "item_id"]))
-        bad = draw(st.sampled_from(["\u0000", "\u0007", "\u200b", "\ufeff", "\ud800", "\udfff", "\x7f"]))
+        char: str = draw(st.sampled_from(["\u0000", "\u0007", "\u200b", "\ufeff", "\ud800", "\udfff", "\x7f"]))
         where = draw(st.sampled_from(["prefix", "suffix", "middle"]))
         s = str(ev[field])
-        val = {"prefix": bad + s, "suffix": s + bad, "middle": s[:1] + bad + s[1:]}[where]
+        val = {"prefix": char + s, "suffix": s + char, "middle": s[:1] + char + s[1:]}[where]
         return json.dumps({**ev, field: val}).encode()  # ensure_ascii: lone surrogates go out as \\udXXX escapes
     if kind == "unknown-type":
         t = draw(st.text(min_size=1, max_size=20).filter(

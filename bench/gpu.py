@@ -153,7 +153,9 @@ def graph_core_step(model: ProfileModel, batches: list[int], *, k: int = 10, sec
     cuda = dev.type == "cuda"
     label = ("cuda" if cuda else dev.type) + (f" chunked top-K ({chunk})" if chunk else "") + \
         (" + CUDA graph" if cuda else " (graph path, eager)")
-    pin = (lambda t: t.pin_memory()) if cuda else (lambda t: t)  # noqa: E731
+
+    def pin(t: torch.Tensor) -> torch.Tensor:
+        return t.pin_memory() if cuda else t
     rows = []
     H, L = model.hidden, CORE_STEP_HISTORY
     for batch in batches:
@@ -229,6 +231,11 @@ def parity(model: ProfileModel, cpu: ProfileModel, *, batch: int = 512, k: int =
             "topk_equal": float((top_d == top_c).all(dim=1).float().mean())}
 
 
+def _bind_chunked(sc: Any, k: int, chunk: int) -> Callable[[], Any]:
+    """`topk_chunked(sc, k, chunk)` as a call of no arguments, for `_time_per_item`."""
+    return lambda: topk_chunked(sc, k, chunk)
+
+
 def breakdown(model: ProfileModel, batches: list[int], *, k: int = 10, seconds: float = 0.5,
               chunks: tuple[int, ...] = CHUNKS) -> list[dict[str, Any]]:
     """Where the tensor step's time goes: each piece timed alone on resident tensors (the LSTM
@@ -244,7 +251,7 @@ def breakdown(model: ProfileModel, batches: list[int], *, k: int = 10, seconds: 
                 ("LSTM step", lambda: model.step(*args)),
                 ("scores (user vectors · items + bias)", lambda: model.scores(h2)),
                 ("torch.topk of the scores", lambda: torch.topk(sc, k, dim=1)),
-            ] + [(f"topk_chunked of the scores ({c})", lambda c=c: topk_chunked(sc, k, c)) for c in chunks]
+            ] + [(f"topk_chunked of the scores ({c})", _bind_chunked(sc, k, c)) for c in chunks]
             for name, fn in pieces:
                 times = _time_per_item(fn, per=batch, seconds=seconds / 2, warmup=5, cuda=dev.type == "cuda")
                 rows.append(_row(name, batch, dev.type, times))
@@ -306,7 +313,10 @@ def write_markdown(res: dict[str, Any]) -> str:
         lines += ["", "| top-K alone: items | batch | device | p50 µs/query |", "|---:|---:|---|---:|"]
         lines += [f"| {r['items']:,} | {r['batch']} | {r['device']} | {r['p50_us']:.2f} |" for r in res["topk"]]
     s = res["summary"]
-    fmt = lambda v, f: "not measured" if v is None else format(v, f)  # noqa: E731
+
+    def fmt(v: Any, f: str) -> str:
+        return "not measured" if v is None else format(v, f)
+
     lines += ["", "| target (issue #4) | measured |", "|---|---|",
               f"| ≥ 50 M events/s batched step | {fmt(s['batched_events_per_s'], ',.0f')} events/s "
               f"(batch {s['batched_at_batch']}, {s['batched_how']}) |",

@@ -22,7 +22,7 @@ def machine_facts() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    libs = {}
+    libs: dict[str, str | None] = {}
     for pkg in ("torch", "numpy", "faust-streaming", "aiokafka", "confluent-kafka", "rocksdict"):
         try:
             libs[pkg] = version(pkg)

@@ -140,7 +140,7 @@ def _capture(fn: Callable[[], Any], dev: torch.device | None = None) -> tuple[An
     if dev is not None and dev.type != "cuda":
         e = _Eager(fn)
         return e, e.out
-    s = torch.cuda.Stream()
+    s = torch.cuda.Stream()  # type: ignore[no-untyped-call]
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
         for _ in range(3):
@@ -340,8 +340,9 @@ def _catalogue(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray |
     if centers is None:
         return rng.standard_normal((n, dim), dtype=np.float32)
     scale = 0.25 * float(centers.std())
-    return (centers[rng.integers(len(centers), size=n)]
-            + scale * rng.standard_normal((n, dim), dtype=np.float32)).astype(np.float32)
+    grown: np.ndarray = (centers[rng.integers(len(centers), size=n)]
+                         + scale * rng.standard_normal((n, dim), dtype=np.float32)).astype(np.float32)
+    return grown
 
 
 def _exact_topk(q: np.ndarray, V: np.ndarray, k: int) -> np.ndarray:

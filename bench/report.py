@@ -229,7 +229,7 @@ def _percentile_plot(res: dict[str, Any], rates: list[float], out: Path, plt: An
             n_max = max(n_max, h["count"])
             # up to the rank of the last value: 1 − 1/n (beyond it the curve would only repeat the max)
             qs = 100.0 * (1.0 - np.logspace(0, -np.log10(h["count"]), 200))
-            vals = np.array(percentiles_from_buckets(h["buckets"], qs)) / 1e3
+            vals = np.array(percentiles_from_buckets(h["buckets"], qs.tolist()), dtype=float) / 1e3
             ax.plot(1.0 / (1.0 - qs / 100.0), np.maximum(vals, 1e-3), label=r["pipeline"])
         ax.set_xscale("log")
         ax.set_yscale("log")

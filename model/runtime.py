@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -149,15 +149,16 @@ class ProfileModel:
         D, T, H = cfg.item_dim, cfg.type_dim, cfg.hidden
         with torch.inference_mode():
             V = net.item_vectors()  # (N, D)
-            W_ih = net.lstm.weight_ih_l0  # (4H, D+T+2)
+            lstm = cast(Any, net.lstm)  # nn.LSTM's weights are attributes its stubs do not declare
+            W_ih: torch.Tensor = lstm.weight_ih_l0  # (4H, D+T+2)
             self.item_vecs = V.contiguous()
             self.item_bias = net.bias.detach().clone()  # (N,)
             self.p_item = (V @ W_ih[:, :D].T).contiguous()  # (N, 4H)
             self.p_type = (net.type_emb.weight @ W_ih[:, D:D + T].T).contiguous()  # (n_types, 4H)
             self.w_val = W_ih[:, D + T].clone()  # (4H,)
             self.w_gap = W_ih[:, D + T + 1].clone()  # (4H,)
-            self.b = (net.lstm.bias_ih_l0 + net.lstm.bias_hh_l0).clone()  # (4H,)
-            self.W_hh_T = net.lstm.weight_hh_l0.T.contiguous()  # (H, 4H)
+            self.b = (lstm.bias_ih_l0 + lstm.bias_hh_l0).clone()  # (4H,)
+            self.W_hh_T = lstm.weight_hh_l0.T.contiguous()  # (H, 4H)
             self.W_out_T = net.out.weight.T.contiguous()  # (H, D)
             self.b_out = net.out.bias.detach().clone()  # (D,)
         self.hidden = H
@@ -453,7 +454,7 @@ class ProfileModel:
         if short.size:
             with torch.inference_mode():
                 sc = uvec[torch.from_numpy(short).to(self.device)] @ self.item_vecs.T + self.item_bias
-                bi, bv = self.topk(sc, [exclude[r] for r in short], k)
+                bi, bv = self.topk(sc, [exclude[int(r)] for r in short], k)
             idx[short], vals[short] = bi, bv
         return uvec_n, idx, vals
 
@@ -492,8 +493,9 @@ class ProfileModel:
                 "updated_at": now,
             }
             items = [{"item_id": self.item_ids[i], "score": v} for i, v in zip(idx[b].tolist(), vals[b].tolist())]
-            if reasons is not None and reasons[b] is not None:
-                for it, why in zip(items, reasons[b]):
+            why_b = reasons[b] if reasons is not None else None
+            if why_b is not None:
+                for it, why in zip(items, why_b):
                     it["reason"] = why
             recs = {
                 "user_id": uid,
@@ -535,7 +537,7 @@ class ProfileModel:
         best = recent[np.arange(B)[:, None], sim.argmax(axis=2)]  # (B, K)
         shared = self._cat_bits[idx] & self._cat_bits[best]  # (B, K) category bitmasks
         return [[self._reason_text(t, m) for t, m in zip(bt, sh)] if ok else None
-                for bt, sh, ok in zip(best.tolist(), shared.tolist(), has.tolist())]
+                for bt, sh, ok in zip(best.tolist(), shared.tolist(), cast(list[bool], has.tolist()))]
 
     def _reason_text(self, item: int, shared_bits: int) -> str:
         hit = self._reason_cache.get((item, shared_bits))

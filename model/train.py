@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -165,7 +165,7 @@ def _length_batches(seqs: Mapping[str, np.ndarray], users: Iterable[str], size: 
     return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
-def _pad(seqs: list[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, ...]:
+def _pad(seqs: Sequence[tuple[np.ndarray, ...]]) -> tuple[torch.Tensor, ...]:
     L = max(len(s[0]) for s in seqs)
     B = len(seqs)
     items = np.zeros((B, L), np.int64)
@@ -313,7 +313,7 @@ def make_optimizer(net: nn.Module, lr: float, weight_decay: float) -> torch.opti
 
 
 @torch.no_grad()
-def ema_update(pairs: list[tuple[torch.Tensor, torch.Tensor]], decay: float) -> None:
+def ema_update(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], decay: float) -> None:
     """One step of the exponential moving average: average <- decay * average + (1 - decay) * weights."""
     for avg, w in pairs:
         avg.mul_(decay).add_(w.detach(), alpha=1.0 - decay)
@@ -402,7 +402,7 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
     t_loop = time.perf_counter()
     bar = tqdm(total=cfg.epochs, desc="training", unit="epoch", file=sys.stderr, disable=not progress)
 
-    def run_epoch(seqs: dict[str, tuple[np.ndarray, ...]], batches: list[list[str]], opt: Any,
+    def run_epoch(seqs: Mapping[str, tuple[np.ndarray, ...]], batches: list[list[str]], opt: Any,
                   sched: Any = None, averaging: bool = False) -> tuple[float, int]:
         net.train()
         total, count = 0.0, 0
@@ -430,7 +430,7 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
                 else:
                     loss = loss_fn(logits, targets)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
             if sched is not None:

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 from aiokafka.partitioner import murmur2
 from faust import streams as faust_streams
@@ -62,7 +62,7 @@ def _holds_no_records(app: Any) -> Callable[[tuple[str, int], int, int], bool]:
     return lambda tp, start, end: app.consumer.holds_no_records(TP(*tp), start, end)
 
 
-def _as_current(event: EventT) -> None:
+def _as_current(event: EventT[bytes]) -> None:
     # Faust's RocksDB table store and changelog pick the partition from the *current* event.
     # The take loops leave the batch's last (or the next) event current, so before touching a
     # user's row we make that user's own event current: its state then lives in (and is logged to) the
@@ -144,7 +144,7 @@ class GapWatch:
             self.last[key] = (msg.offset, gen)
 
 
-def is_current(app: Any, fe: EventT) -> bool:
+def is_current(app: Any, fe: EventT[bytes]) -> bool:
     """False for an event that must not be processed now: it was fetched in an earlier consumer
     generation, or a rebalance is under way (flow suspended), so its partition may already be
     another worker's. Such an event is also kept from being acked, so its offset is not committed
@@ -230,7 +230,7 @@ class Normalizer:
     async def _dlq(self, msg: Any, reason: str) -> None:
         await send_to_dlq(self.app, msg, reason, stage="normalize", level=logging.INFO)
 
-    async def __call__(self, fe: EventT) -> Event | None:
+    async def __call__(self, fe: EventT[bytes]) -> Event | None:
         msg = fe.message
         self.m.events_in.inc()
         try:
@@ -286,21 +286,21 @@ class ProfileProcessor:
         #: added to a message's partition to make the source position stored in the state
         self.source_base = RAW_SOURCE_BASE if normalizer is not None else 0
         self.model = app.model
-        self.table = app.state_table  # type: ignore[attr-defined]
+        self.table = app.state_table
         self.k = app.ps_settings.top_k
         self.m = app.metrics
         self.gaps = GapWatch(app.metrics, _holds_no_records(app))
         #: observe() of each phase's histogram child, bound once (a labels() lookup per batch costs more)
         self._observe = {p: app.metrics.phase_seconds.labels(p).observe for p in BATCH_PHASES}
 
-    async def _dlq(self, fe: EventT, reason: str) -> None:
+    async def _dlq(self, fe: EventT[bytes], reason: str) -> None:
         await send_to_dlq(self.app, fe.message, reason, stage="profile", level=logging.WARNING)
 
     def observe_wait(self, seconds: float) -> None:
         """The `wait` phase of a micro-batch (stream/take.py: its first event buffered → taken)."""
         self._observe["wait"](seconds)
 
-    async def process(self, batch: Sequence[EventT]) -> None:
+    async def process(self, batch: Sequence[EventT[bytes]]) -> None:
         with self.app.inflight:
             live = [fe for fe in batch if is_current(self.app, fe)]
             if len(live) < len(batch):
@@ -309,11 +309,11 @@ class ProfileProcessor:
             if live:
                 await self._process(live)
 
-    async def _process(self, batch: Sequence[EventT]) -> None:
+    async def _process(self, batch: Sequence[EventT[bytes]]) -> None:
         t0 = time.perf_counter()
         clock = _PhaseClock()
         # (user key) → segments of events; a `forget` closes a segment.
-        per_user: dict[bytes, list[list[tuple[EventT, Event]]]] = {}
+        per_user: dict[bytes, list[list[tuple[EventT[bytes], Event]]]] = {}
         for fe in batch:
             self.gaps.see(fe.message)
             if self.normalizer is not None:
@@ -323,9 +323,9 @@ class ProfileProcessor:
                 ev = maybe
                 key = ev.user_id.encode()  # the raw id's pseudonym when pseudonymisation is on
             else:
-                key = fe.message.key
+                key = cast(bytes, fe.message.key)  # the normalize agent keys every record it sends
                 try:
-                    ev = Event(**json.loads(fe.message.value))
+                    ev = Event(**json.loads(fe.message.value))  # type: ignore[arg-type]  # None: TypeError, below
                 except (TypeError, ValueError) as exc:  # not written by our normalize agent
                     await self._dlq(fe, f"event on the normalised topic is unreadable: {exc}")
                     continue
@@ -357,7 +357,7 @@ class ProfileProcessor:
         for phase, seconds in clock.seconds.items():
             self._observe[phase](seconds)
 
-    async def _apply_round(self, work: list[tuple[bytes, list[tuple[EventT, Event]]]],
+    async def _apply_round(self, work: list[tuple[bytes, list[tuple[EventT[bytes], Event]]]],
                            states: dict[bytes, UserState], clock: _PhaseClock) -> int:
         """One round: each user's next segment. Charges the time of each phase to `clock`; returns
         the number of events applied."""
@@ -395,8 +395,8 @@ class ProfileProcessor:
                                   source_event_ts=[ts for *_, ts in emit])
         clock.lap("outputs")
         for (key, *_), (profile, recs) in zip(emit, outs):
-            await send_output(self.app, self.app.profiles_topic, key, encode(profile))  # type: ignore[attr-defined]
-            await send_output(self.app, self.app.recs_topic, key, encode(recs))  # type: ignore[attr-defined]
+            await send_output(self.app, self.app.profiles_topic, key, encode(profile))
+            await send_output(self.app, self.app.recs_topic, key, encode(recs))
         self.m.profiles_out.inc(len(outs))
         self.m.recs_out.inc(len(outs))
         clock.lap("send")
@@ -406,13 +406,13 @@ class ProfileProcessor:
         clock.lap("write")
         return n_applied
 
-    async def _forget(self, key: bytes, fe: EventT, states: dict[bytes, UserState]) -> None:
+    async def _forget(self, key: bytes, fe: EventT[bytes], states: dict[bytes, UserState]) -> None:
         """Erase a user: table delete (changelog tombstone) and tombstones on both output topics."""
         _as_current(fe)
         if key in self.table:
             del self.table[key]
-        await send_output(self.app, self.app.profiles_topic, key, None)  # type: ignore[attr-defined]
-        await send_output(self.app, self.app.recs_topic, key, None)  # type: ignore[attr-defined]
+        await send_output(self.app, self.app.profiles_topic, key, None)
+        await send_output(self.app, self.app.recs_topic, key, None)
         states[key] = self.model.initial_state()
         self.m.forgets.inc()
         log.info("erased user key=%r (forget at %s[%d]@%d)", key, fe.message.topic, fe.message.partition,
@@ -447,12 +447,13 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
     def settled(tp: tuple[str, int], last: int, end: int) -> bool:
         # A settled partition may also be one whose fetch passed records the agents never got:
         # those are read once more (stream/app.py `read_again_if_skipped`).
-        done = app.consumer.settled(TP(*tp), last, end)
+        consumer: Any = app.consumer  # stream/app.py's consumer: settled, read_again_if_skipped
+        done: bool = consumer.settled(TP(*tp), last, end)
         if done:
-            app.consumer.read_again_if_skipped(TP(*tp), end)
+            consumer.read_again_if_skipped(TP(*tp), end)
         return done
 
-    @app.timer(interval=5.0)
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def stall_watchdog() -> None:
         tps = assigned_source_partitions(app.consumer.assignment(), sources)
         busy = bool(app.rebalancing) or not app.flow_control.is_active()
@@ -460,9 +461,10 @@ def _stall_watchdog(app: "ProfilestreamApp", watch: StallWatch, sources: set[str
         if app.rebalancing or not app.flow_control.is_active():
             busy, ends = True, {}  # a rebalance began while the end offsets were read: not judged now
         last = {tp: v for g in gap_watches for tp, v in g.last.items()}
+        consumer: Any = app.consumer  # stream/app.py's consumer: sequencer, _committed_offset
         seen = generation_progress(tps, last, app.consumer_generation_id,
-                                   lambda tp: app.consumer.sequencer.floor(TP(*tp)),
-                                   lambda tp: app.consumer._committed_offset.get(TP(*tp)))
+                                   lambda tp: consumer.sequencer.floor(TP(*tp)),
+                                   lambda tp: consumer._committed_offset.get(TP(*tp)))
         per = backlog(ends, seen, settled) if ends is not None else None
         behind = None if per is None else sum(per.values())
         app.metrics.stall_checks.inc()
@@ -505,13 +507,13 @@ def declare(app: "ProfilestreamApp") -> None:
     names = topic_names(s)
     if s.single_hop:
         single = ProfileProcessor(app, Normalizer(app, require_user_key=True))
-        _profile_agent(app, app.raw_topic, single, watch)  # type: ignore[attr-defined]
+        _profile_agent(app, app.raw_topic, single, watch)
         sources, gap_watches = {names.raw}, [single.gaps]
     else:
         normalize_one = Normalizer(app)
         raw_gaps = GapWatch(m, _holds_no_records(app))
 
-        @app.agent(app.raw_topic, name="normalize")  # type: ignore[attr-defined]
+        @app.agent(app.raw_topic, name="normalize")
         async def normalize(stream: Any) -> None:
             async for fe in stream.events():
                 watch.saw_event()
@@ -522,17 +524,17 @@ def declare(app: "ProfilestreamApp") -> None:
                     ev = await normalize_one(fe)
                     if ev is not None:
                         # Re-key by user: every event of a user lands on one partition of `events`, in order.
-                        await send_output(app, app.events_topic, ev.user_id.encode(),  # type: ignore[attr-defined]
+                        await send_output(app, app.events_topic, ev.user_id.encode(),
                                           encode(ev.to_json()),
                                           [(RAW_POSITION_HEADER, b"%d:%d" % (fe.message.partition, fe.message.offset))])
 
         two = ProfileProcessor(app)
-        _profile_agent(app, app.events_topic, two, watch)  # type: ignore[attr-defined]
+        _profile_agent(app, app.events_topic, two, watch)
         sources, gap_watches = {names.raw, names.events}, [raw_gaps, two.gaps]
     if s.stall_exit_s > 0:
         _stall_watchdog(app, watch, sources, gap_watches)
 
-    @app.timer(interval=2.0)
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
         consumer = app.consumer
         lag: dict[str, int] = {}

@@ -33,7 +33,7 @@ import logging
 import ssl
 import types
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
@@ -340,7 +340,9 @@ class _Consumer(faust_aiokafka.Consumer):
         """The aiokafka consumer's fetch position in `tp` (the next offset it will fetch), read from
         this thread; None while it is unknown (not assigned, no position yet)."""
         try:
-            return self._thread._consumer._subscription.subscription.assignment.state_value(tp).position
+            consumer: Any = self._thread._consumer  # aiokafka's AIOKafkaConsumer
+            position: int | None = consumer._subscription.subscription.assignment.state_value(tp).position
+            return position
         except (AttributeError, AssertionError, KeyError, TypeError):
             return None
 
@@ -399,11 +401,12 @@ class _Consumer(faust_aiokafka.Consumer):
         # PROFILESTREAM_OUTPUT_CLIENT=librdkafka the outputs went through a producer of their own
         # (stream/output.py), flushed here; with the default they went into Faust's producer
         # directly, and a record aiokafka gave up on must stop the commit (`DeliveryWatch`).
+        app = cast("ProfilestreamApp", self.app)
         try:
-            if self.app.output is not None:
-                await self.app.output.flush()
-            if self.app.deliveries is not None:
-                self.app.deliveries.check()
+            if app.output is not None:
+                await app.output.flush()
+            if app.deliveries is not None:
+                app.deliveries.check()
             # Faust's flush of its producer buffer can return with the state table's changelog
             # records still in it (output.ChangelogWatch): wait for them here.
             changelog = getattr(self.app, "changelog", None)
@@ -603,6 +606,13 @@ class ProfilestreamApp(faust.App):
     deliveries: DeliveryWatch | None
     #: the state table's changelog records not yet on the broker (stream/output.py); a commit waits for them
     changelog: ChangelogWatch
+    #: declared by stream/topics_decl.py and stream/tables.py
+    raw_topic: Any
+    events_topic: Any
+    dlq_topic: Any
+    profiles_topic: Any
+    recs_topic: Any
+    state_table: Any
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:

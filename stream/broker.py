@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import BrokerError
 from .settings import Settings
@@ -129,11 +130,11 @@ def _jars(settings: Settings, mvn: str, *, quiet: bool) -> Path:
     return jar_dir
 
 
-def check_reachable(bootstrap: str, *, timeout: float = 3.0, conf: dict[str, object] | None = None) -> bool:
+def check_reachable(bootstrap: str, *, timeout: float = 3.0, conf: dict[str, Any] | None = None) -> bool:
     """True when a broker at `bootstrap` answers a metadata request within `timeout` seconds."""
     from confluent_kafka.admin import AdminClient
 
-    c = {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0}
+    c: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0}
     c.update(conf or {})
     c["bootstrap.servers"] = bootstrap
     c["logger"] = _silent_logger()  # "not reachable" is this function's answer, not news to print

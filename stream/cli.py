@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
-    out = []
+    out: list[Callable[[Any, argparse.ArgumentParser], None]] = []
     try:
         from model.cli import register as model_register
 

@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 from .settings import Settings
 
@@ -87,9 +87,10 @@ class TopicReader:
             if msg.error() is not None:
                 continue
             raw = msg.value()
-            out.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(),
+            # a message without an error always has its topic, partition and offset
+            out.append(Record(cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset()), msg.key(),
                               json.loads(raw) if raw is not None else None, msg.timestamp()[1],
-                              dict(msg.headers() or [])))
+                              cast(dict[str, bytes], dict(msg.headers() or []))))
         return out
 
     def read_to_end(self, *, timeout: float = 30.0) -> Iterator[Record]:

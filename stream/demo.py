@@ -160,7 +160,8 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
                 raise _broker_error(info, how)
             if not worker.alive():
                 if worker.asks_for_restart():
-                    print(f"\nthe worker {describe_exit(worker.proc.returncode)} (see {log}); starting it again",
+                    code = worker.proc.returncode if worker.proc is not None else None
+                    print(f"\nthe worker {describe_exit(code)} (see {log}); starting it again",
                           flush=True)
                     worker.start()
                     continue

@@ -122,7 +122,8 @@ class OutputProducer:
         full_since = None
         while True:
             try:
-                self._p.produce(topic, value, key, headers=headers, on_delivery=self._report)
+                self._p.produce(topic, value, key, headers=headers,  # type: ignore[arg-type]  # any sequence of pairs
+                                on_delivery=self._report)
                 return
             except BufferError:  # librdkafka's queue is full: serve its reports, then try again
                 full_since = time.monotonic() if full_since is None else full_since

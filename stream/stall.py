@@ -146,7 +146,7 @@ class GroupView:
     answer in time, or the group is rebalancing, empty or unknown. Like `EndOffsets`, a failed
     query drops the client and the next one builds a fresh one (confluentinc/librdkafka#5430)."""
 
-    def __init__(self, conf: dict[str, object], group: str, timeout: float = 2.0) -> None:
+    def __init__(self, conf: dict[str, Any], group: str, timeout: float = 2.0) -> None:
         self.conf = conf
         self.group = group
         self.timeout = timeout
@@ -192,7 +192,7 @@ class EndOffsets:
     confluentinc/librdkafka#5430), and a watchdog that asked through such a client would read
     "broker does not answer" for ever, exactly after the broker outages it exists for."""
 
-    def __init__(self, conf: dict[str, object], timeout: float = 2.0) -> None:
+    def __init__(self, conf: dict[str, Any], timeout: float = 2.0) -> None:
         self.conf = conf
         self.timeout = timeout
         self._consumer: object | None = None

@@ -15,7 +15,7 @@ STATE_TABLE = "user-state"
 def declare(app: "ProfilestreamApp") -> None:
     # Raw bytes in and out: the value is model.state's versioned packing, not a Faust codec,
     # so a format change is detected instead of mis-decoded.
-    app.state_table = app.Table(  # type: ignore[attr-defined]
+    app.state_table = app.Table(
         STATE_TABLE,
         key_type=bytes,
         value_type=bytes,

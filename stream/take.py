@@ -40,12 +40,12 @@ IDLE_WAKE_S = 1.0
 
 
 async def take_available(stream: Any, max_: int, *, on_wait: Callable[[float], Any] | None = None,
-                         ) -> AsyncGenerator[Sequence[EventT], None]:
+                         ) -> AsyncGenerator[Sequence[EventT[bytes]], None]:
     """Yield lists of at most `max_` events: each as soon as the events already delivered to
     `stream` are in it (see the module docstring). Acks them after the consumer is done.
     `on_wait(seconds)`, if given, learns for each batch how long its first event waited in the
     buffer before the batch was yielded."""
-    events: list[EventT] = []
+    events: list[EventT[bytes]] = []
     first_at = 0.0
     has_events = asyncio.Event()
     buffer_consumed = asyncio.Event()

@@ -45,7 +45,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
     """Create any missing profilestream topic; return the names created."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in __all__
 
     admin = AdminClient(settings.confluent_config())
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .topics import topic_names
 
@@ -16,9 +16,9 @@ def declare(app: "ProfilestreamApp") -> None:
     n = topic_names(app.ps_settings)
     p = app.ps_settings.partitions
     # Topics are created by ensure_topics() with their configs; Faust must not re-declare them.
-    kw = dict(partitions=p, key_type=bytes, value_type=bytes, internal=False)
-    app.raw_topic = app.topic(n.raw, **kw)  # type: ignore[attr-defined]
-    app.events_topic = app.topic(n.events, **kw)  # type: ignore[attr-defined]
-    app.dlq_topic = app.topic(n.dlq, **kw)  # type: ignore[attr-defined]
-    app.profiles_topic = app.topic(n.profiles, **kw)  # type: ignore[attr-defined]
-    app.recs_topic = app.topic(n.recommendations, **kw)  # type: ignore[attr-defined]
+    kw: dict[str, Any] = dict(partitions=p, key_type=bytes, value_type=bytes, internal=False)
+    app.raw_topic = app.topic(n.raw, **kw)
+    app.events_topic = app.topic(n.events, **kw)
+    app.dlq_topic = app.topic(n.dlq, **kw)
+    app.profiles_topic = app.topic(n.profiles, **kw)
+    app.recs_topic = app.topic(n.recommendations, **kw)

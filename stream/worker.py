@@ -26,7 +26,7 @@ EXIT_SHUTDOWN_TIMEOUT = 70
 def _worker_class() -> Any:
     import faust
 
-    class Worker(faust.Worker):  # type: ignore[misc]
+    class Worker(faust.Worker):
         def _install_signal_handlers_unix(self) -> None:
             super()._install_signal_handlers_unix()
             # A closed terminal (SIGHUP) stops the worker as SIGTERM does (offsets committed, RocksDB
@@ -124,14 +124,15 @@ def run_worker(settings: Settings) -> None:
 
     watch_gc_pauses(app.metrics)
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def announce() -> None:  # runs once the worker has set up logging (before that, INFO goes nowhere)
         import asyncio
 
         loop = asyncio.get_running_loop()
         notes[0] += f", event loop {type(loop).__module__.split('.')[0]}"
         # where the Kafka consumer runs, read from the running consumer (PROFILESTREAM_CONSUMER_THREAD)
-        notes[0] += (", consumer on the worker's event loop" if app.consumer._thread.thread_loop is loop
+        consumer: Any = app.consumer  # Faust's aiokafka consumer: its _thread is not in ConsumerT
+        notes[0] += (", consumer on the worker's event loop" if consumer._thread.thread_loop is loop
                      else ", consumer in Faust's consumer thread")
         for note in notes:
             logging.getLogger("profilestream").info("%s", note)
