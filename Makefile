@@ -11,7 +11,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "profilestream needs Python >= 3.11")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@# setuptools warns on every editable install that a folder named like a package may shadow it;
+	@# here the folders are the packages, so the page-long notice only hid the demo's first lines
+	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 # Re-resolve constraints.txt: the newest versions pyproject.toml allows, in a throwaway venv.
