@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BrokerError
+from .process import exit_words
 from .settings import Settings
 
 __all__ = ["BrokerInfo", "TlsListener", "broker_up", "broker_down", "broker_status", "wait_reachable", "check_reachable"]
@@ -313,13 +314,7 @@ def broker_ended(info: BrokerInfo) -> str | None:
         return None if _pid_alive(info.pid) else "ended"
     if pid == 0:
         return None
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with status {code}"
+    return exit_words(os.waitstatus_to_exitcode(status))
 
 
 def broker_down(settings: Settings, *, timeout: float = 30.0) -> BrokerInfo | None:

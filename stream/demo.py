@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from .broker import BrokerInfo
+from .broker import BrokerInfo, broker_down, broker_ended, broker_up
 from .errors import BrokerError
 from .process import WorkerProcess, describe_exit
 from .settings import Settings
@@ -112,7 +112,6 @@ class _View:
 
 
 def run_demo(settings: Settings, *, rate: float, duration: float | None, show: int, train: bool) -> int:
-    from .broker import broker_down, broker_ended, broker_up
     from .replay import iter_dataset_events, produce_events
     from .topics import ensure_topics
 

@@ -41,24 +41,30 @@ def worker_env(s: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def exit_words(code: int) -> str:
+    """A return code in words: "was killed by SIGKILL" (negative: the signal), "exited with status 1"."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
 def describe_exit(code: int | None) -> str:
-    """How a worker ended, in words, from its return code (negative: the signal that killed it)."""
+    """How a worker ended, in words, from its return code (negative: the signal that killed it), with
+    what the worker's own statuses mean."""
     from .output import EXIT_OUTPUT_FAILED
     from .stall import EXIT_STALLED
     from .worker import EXIT_SHUTDOWN_TIMEOUT
 
     if code is None:
         return "is still running"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
     why = {0: "a clean stop: something sent it SIGINT or SIGTERM",
            EXIT_SHUTDOWN_TIMEOUT: "its graceful stop took too long",
            EXIT_OUTPUT_FAILED: "its outputs could not be delivered",
-           EXIT_STALLED: "its stall watchdog found it stuck"}.get(code)
-    return f"exited with status {code}" + (f" ({why})" if why else "")
+           EXIT_STALLED: "its stall watchdog found it stuck"}.get(code) if code >= 0 else None
+    return exit_words(code) + (f" ({why})" if why else "")
 
 
 class WorkerProcess:
