@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from .broker import BrokerInfo, broker_down, broker_ended, broker_up
 from .errors import BrokerError
-from .process import WorkerProcess, describe_exit
+from .process import WorkerProcess
 from .settings import Settings
 
 __all__ = ["run_demo"]
@@ -159,9 +159,7 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
                 raise _broker_error(info, how)
             if not worker.alive():
                 if worker.asks_for_restart():
-                    code = worker.proc.returncode if worker.proc is not None else None
-                    print(f"\nthe worker {describe_exit(code)} (see {log}); starting it again",
-                          flush=True)
+                    print(f"\nthe worker {worker.how_it_ended()} (see {log}); starting it again", flush=True)
                     worker.start()
                     continue
                 raise worker.exited("while the demo ran")
@@ -172,15 +170,16 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None, show: i
         return getattr(exc, "exit_status", 0)  # Ctrl-C is how the demo is meant to end: 0
     finally:
         stop.set()
+        broker_gone = broker_ended(info) is not None
         if producer is not None:  # it stops at its next send and delivers what it queued
-            producer.join(timeout=15 if broker_ended(info) is None else 1)
+            producer.join(timeout=1 if broker_gone else 15)
         if view is not None:
             view.reader.close()  # before the broker goes, or librdkafka logs reconnect errors
         # "stopped the worker" only for a worker this clean-up stopped: one that had ended is named
         # by the error above it, and one that Ctrl-C reached too is still stopping here
         stopping = worker.alive()
         if stopping:  # without its broker a worker cannot stop gracefully (its last commit waits): 5 s
-            worker.stop(timeout=30 if broker_ended(info) is None else 5)
+            worker.stop(timeout=5 if broker_gone else 30)
         if info.started_by_us:
             stopped = [what for what, yes in (("the worker", stopping),
                                               ("the Kafka broker", broker_down(settings) is not None)) if yes]

@@ -133,12 +133,15 @@ class WorkerProcess:
 
         return self.proc is not None and self.proc.returncode in (EXIT_STALLED, EXIT_OUTPUT_FAILED)
 
+    def how_it_ended(self) -> str:
+        """`describe_exit` of this worker's return code ("is still running" while it runs)."""
+        return describe_exit(None if self.proc is None else self.proc.returncode)
+
     def exited(self, what: str, *, lines: int = 12) -> WorkerExited:
         """The error for a worker that ended while `what` needed it: how it ended, its log's path
         and last `lines` lines."""
-        code = None if self.proc is None else self.proc.returncode
         last = "\n".join(self.tail(20_000).splitlines()[-lines:])
-        return WorkerExited(f"the worker {describe_exit(code)} {what}. Its log is {self.log}; the last lines:\n{last}")
+        return WorkerExited(f"the worker {self.how_it_ended()} {what}. Its log is {self.log}; the last lines:\n{last}")
 
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
