@@ -21,6 +21,7 @@ import torch
 
 from model import Pending, ProfileModel, pack_state, unpack_state, validate_event
 from model.lstm import gap_feature, value_feature
+from model.runtime import stack_rows
 
 __all__ = ["bench_step", "bench_step_phases", "bench_core_step", "bench_topk", "bench_ann", "bench_raw_step",
            "bench_fused_step"]
@@ -290,8 +291,8 @@ def bench_core_step(model: ProfileModel, batches: list[int], *, k: int = 10,
 
         def run() -> None:
             st = [unpack_state(b) for b in states]
-            H = np.array([s.h for s in st], np.float32)  # as ProfileModel._lstm_rounds stacks them
-            C = np.array([s.c for s in st], np.float32)
+            H = stack_rows([s.h for s in st])  # as ProfileModel._lstm_rounds stacks them
+            C = stack_rows([s.c for s in st])
             mask = [s.recent["item"] for s in st]
             if fused:
                 h2, c2 = model.step_fused(H, C, items, types, vals, gaps)

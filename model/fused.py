@@ -28,7 +28,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["fast_tanh", "lstm_rows", "scores_topk_rows", "lstm_finish_rows", "topk_rows", "warm_up"]
+from .state import RECENT_DTYPE
+
+__all__ = ["fast_tanh", "lstm_rows", "scores_topk_rows", "scores_topk_one", "lstm_finish_rows", "topk_rows",
+           "warm_up"]
 
 # 'contract' lets LLVM fuse a*b+c into one FMA and 'reassoc' lets it split a dot product over
 # SIMD lanes; no flag that changes results for finite inputs (nnan/ninf) is used.
@@ -166,6 +169,18 @@ def _select_topk(sc: np.ndarray, k: int, ti: np.ndarray, ts: np.ndarray) -> None
             ti[pos] = n
 
 
+@njit(fastmath=_FM, error_model="numpy", inline="always", cache=True)
+def _user_scores(h: np.ndarray, W_out: np.ndarray, b_out: np.ndarray, V: np.ndarray, bias: np.ndarray,
+                 u: np.ndarray, sc: np.ndarray) -> None:
+    """u = W_out h + b_out; sc = V u + bias."""
+    for d in range(W_out.shape[0]):
+        u[d] = b_out[d]
+    _matvec(W_out, h, u)
+    for n in range(V.shape[0]):
+        sc[n] = bias[n]
+    _matvec(V, u, sc)
+
+
 @njit(fastmath=_FM, error_model="numpy", cache=True)
 def scores_topk_rows(h: np.ndarray, W_out: np.ndarray, b_out: np.ndarray, V: np.ndarray, bias: np.ndarray,
                      excl: np.ndarray, excl_start: np.ndarray, k: int,
@@ -173,21 +188,26 @@ def scores_topk_rows(h: np.ndarray, W_out: np.ndarray, b_out: np.ndarray, V: np.
     """Per row r: user vector uvec[r] = W_out h[r] + b_out; scores V uvec[r] + bias with the items
     excl[excl_start[r]:excl_start[r+1]] set to -inf; the k best into top_i[r], top_s[r], ranked
     by score, equal scores by item index (as `ProfileModel.topk`). W_out is (D, H), V is (N, D)."""
-    B = h.shape[0]
-    D = W_out.shape[0]
-    N = V.shape[0]
-    sc = np.empty(N, np.float32)
-    for r in range(B):
-        u = uvec[r]
-        for d in range(D):
-            u[d] = b_out[d]
-        _matvec(W_out, h[r], u)
-        for n in range(N):
-            sc[n] = bias[n]
-        _matvec(V, u, sc)
+    sc = np.empty(V.shape[0], np.float32)
+    for r in range(h.shape[0]):
+        _user_scores(h[r], W_out, b_out, V, bias, uvec[r], sc)
         for e in range(excl_start[r], excl_start[r + 1]):
             sc[excl[e]] = -np.inf
         _select_topk(sc, k, top_i[r], top_s[r])
+
+
+@njit(fastmath=_FM, error_model="numpy", cache=True)
+def scores_topk_one(h: np.ndarray, W_out: np.ndarray, b_out: np.ndarray, V: np.ndarray, bias: np.ndarray,
+                    excl: np.ndarray, k: int, uvec: np.ndarray, top_i: np.ndarray, top_s: np.ndarray) -> None:
+    """`scores_topk_rows` for one user: h, uvec, top_i and top_s have one row each (taken as 2-D,
+    since each row view made in Python costs ≈ 0.1 µs). `excl` may be any int32 view, such as a
+    state's `recent["item"]` (a field of a packed record array: strided and not 4-byte aligned),
+    so a single user's mask is read where it lies instead of copied first."""
+    sc = np.empty(V.shape[0], np.float32)
+    _user_scores(h[0], W_out, b_out, V, bias, uvec[0], sc)
+    for e in range(excl.shape[0]):
+        sc[excl[e]] = -np.inf
+    _select_topk(sc, k, top_i[0], top_s[0])
 
 
 @njit(fastmath=_FM, error_model="numpy", cache=True)
@@ -236,6 +256,11 @@ def warm_up() -> None:
     scores_topk_rows(h, np.zeros((3, 4), f32), np.zeros(3, f32), np.zeros((5, 3), f32), np.zeros(5, f32),
                      np.zeros(0, np.int32), np.zeros(2, i64), 2, np.empty((1, 3), f32), np.empty((1, 2), i64),
                      np.empty((1, 2), f32))
+    # the two layouts a single user's mask comes in: a state's recent["item"] field, and a plain array
+    recent = np.zeros(2, RECENT_DTYPE)
+    for excl in (recent["item"], np.zeros(0, np.int32)):
+        scores_topk_one(h, np.zeros((3, 4), f32), np.zeros(3, f32), np.zeros((5, 3), f32), np.zeros(5, f32),
+                        excl, 2, np.empty((1, 3), f32), np.empty((1, 2), i64), np.empty((1, 2), f32))
     lstm_finish_rows(np.zeros((1, 16), f32), c, one_i, one_i, one_f, one_f, np.zeros((2, 16), f32),
                      np.zeros((2, 16), f32), np.zeros(16, f32), np.zeros(16, f32), np.zeros(16, f32),
                      np.ones(16, f32), np.zeros(16, f32), np.empty_like(h), np.empty_like(c))

@@ -132,6 +132,18 @@ def _rate_weight(value: float) -> float:
     return 1.0 if math.isnan(value) else (value - 2.5) / 2.5
 
 
+def stack_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Equal-length vectors as one (len(rows), H) float32 array. A single float32 contiguous row
+    comes back as a (1, H) view of itself, with no copy (the batch-1 path, once per event:
+    bench/README.md, "The core step at batch 1"); more rows are copied by np.array, a third of
+    np.stack's cost (≈ 0.2 against 0.6 µs a row)."""
+    if len(rows) == 1:
+        r = rows[0]
+        if r.dtype == np.float32 and r.flags.c_contiguous:
+            return r.reshape(1, -1)
+    return np.array(rows, np.float32)
+
+
 class ProfileModel:
     """Loaded model artifact + the batched streaming step. Use `ProfileModel.load(path)`."""
 
@@ -251,18 +263,24 @@ class ProfileModel:
         assert w is not None, "scores_topk_fused needs a CPU model"
         B = h.shape[0]
         k = min(k, self.n_items)
-        # One int32 array of all rows' excluded items (item indices are < 2^31); one dtype and
-        # layout, so the kernel compiled by `fused.warm_up` is the one every call uses.
-        if B == 1:  # the common case at low rates: no concatenation
-            excl = np.ascontiguousarray(exclude[0], np.int32)
-            start = np.array((0, len(excl)), np.int64)
-        else:
-            start = np.zeros(B + 1, np.int64)
-            np.cumsum([len(e) for e in exclude], out=start[1:])
-            excl = np.concatenate(exclude).astype(np.int32, copy=False) if start[-1] else np.zeros(0, np.int32)
+        blas = 0 < FUSED_BLAS_MIN_BATCH <= B
+        if B == 1 and not blas:  # the common case at low rates: the mask read where it lies, no offsets
+            uvec = np.empty((1, w.W_out.shape[0]), np.float32)
+            idx = np.empty((1, k), np.int64)
+            vals = np.empty((1, k), np.float32)
+            excl = exclude[0]
+            if excl.dtype != np.int32:  # item indices are < 2^31; one dtype, one compiled kernel
+                excl = excl.astype(np.int32)
+            fused.scores_topk_one(h, w.W_out, w.b_out, w.item_vecs, w.item_bias, excl, k, uvec, idx, vals)
+            return uvec, idx, vals
+        # One int32 array of all rows' excluded items; one dtype and layout, so the kernel
+        # compiled by `fused.warm_up` is the one every call uses.
+        start = np.zeros(B + 1, np.int64)
+        np.cumsum([len(e) for e in exclude], out=start[1:])
+        excl = np.concatenate(exclude).astype(np.int32, copy=False) if start[-1] else np.zeros(0, np.int32)
         idx = np.empty((B, k), np.int64)
         vals = np.empty((B, k), np.float32)
-        if 0 < FUSED_BLAS_MIN_BATCH <= B:
+        if blas:
             u = torch.addmm(w.b_out_t, torch.from_numpy(np.ascontiguousarray(h, np.float32)), w.W_out_t.T)
             scores = torch.addmm(w.item_bias_t, u, w.item_vecs_t.T).numpy()
             fused.topk_rows(scores, excl, start, k, idx, vals)
@@ -377,9 +395,8 @@ class ProfileModel:
         else:
             step = self.step
             arr = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
-        # np.array of a list of equal rows: a third of np.stack's cost (≈ 0.2 against 0.6 µs a row)
-        Hs = arr(np.array([results[u].state.h for u in users], np.float32))  # (U, H)
-        Cs = arr(np.array([results[u].state.c for u in users], np.float32))  # (U, H)
+        Hs = arr(stack_rows([results[u].state.h for u in users]))  # (U, H)
+        Cs = arr(stack_rows([results[u].state.c for u in users]))  # (U, H)
         last_ts = [results[u].state.last_ts if results[u].state.events_seen else None for u in users]
         with torch.inference_mode():
             for r in range(n_rounds):
@@ -402,7 +419,10 @@ class ProfileModel:
                     Hs[sel], Cs[sel] = h2, c2
         Hn = Hs if isinstance(Hs, np.ndarray) else Hs.cpu().numpy()
         Cn = Cs if isinstance(Cs, np.ndarray) else Cs.cpu().numpy()
-        for j, u in enumerate(users):
+        if len(users) == 1:  # the step's own output, which nothing else holds
+            results[users[0]].state.h, results[users[0]].state.c = Hn[0], Cn[0]
+            return
+        for j, u in enumerate(users):  # copies, so a state does not keep the whole batch's array alive
             results[u].state.h = Hn[j].copy()
             results[u].state.c = Cn[j].copy()
 
@@ -464,7 +484,7 @@ class ProfileModel:
         if not users:
             return []
         now = time.time()
-        Hn = np.array([s.h for _, s in users], np.float32)
+        Hn = stack_rows([s.h for _, s in users])
         exclude = [s.recent["item"] for _, s in users]
         if self.ann is not None:
             uvec_n, idx, vals = self._ann_topk(Hn, exclude, k)

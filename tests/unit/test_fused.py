@@ -153,3 +153,32 @@ def test_scores_topk_rows_ranks_masks_and_breaks_ties_by_index() -> None:
     assert idx[1, :3].tolist() == [3, 10, 40] and vals[1, 0] == vals[1, 1] == vals[1, 2]
     assert idx[0, :2].tolist() == [10, 40] and idx[3, :3].tolist() == [3, 10, 40]
     assert vals[1].tolist() == sorted(vals[1].tolist(), reverse=True)
+
+
+def test_scores_topk_one_reads_a_states_mask_where_it_lies() -> None:
+    """One user's scores and top-K with the mask given as a state's recent["item"] (a field of a
+    record array: stride 17 bytes, not 4-byte aligned) equal `scores_topk_rows` given the same
+    items as a plain int32 array."""
+    from model.state import RECENT_DTYPE
+
+    rng = np.random.default_rng(11)
+    f32 = np.float32
+    H, D, N, k = 16, 8, 300, 10
+    h = rng.normal(0, 1, (1, H)).astype(f32)
+    W_out, b_out = rng.normal(0, 1, (D, H)).astype(f32), rng.normal(0, 1, D).astype(f32)
+    V, bias = rng.normal(0, 1, (N, D)).astype(f32), rng.normal(0, 0.1, N).astype(f32)
+    plain = np.empty((1, D), f32), np.empty((1, k), np.int64), np.empty((1, k), f32)
+    fused.scores_topk_rows(h, W_out, b_out, V, bias, np.zeros(0, np.int32), np.zeros(2, np.int64), k, *plain)
+    recent = np.zeros(k + 3, RECENT_DTYPE)
+    recent["item"][:k] = plain[1][0]  # mask the unmasked top-K, so the answer must change
+    recent["item"][k:] = [0, 1, 2]
+    mask = recent["item"]
+    assert not mask.flags.aligned and mask.strides == (RECENT_DTYPE.itemsize,)
+    ref = np.empty((1, D), f32), np.empty((1, k), np.int64), np.empty((1, k), f32)
+    fused.scores_topk_rows(h, W_out, b_out, V, bias, mask.astype(np.int32), np.array([0, len(mask)]), k, *ref)
+    one = np.empty((1, D), f32), np.empty((1, k), np.int64), np.empty((1, k), f32)
+    fused.scores_topk_one(h, W_out, b_out, V, bias, mask, k, *one)
+    for a, b in zip(one, ref):
+        np.testing.assert_array_equal(a, b)
+    assert not set(one[1][0].tolist()) & set(mask.tolist())
+    np.testing.assert_array_equal(one[0], plain[0])  # the user vector does not depend on the mask

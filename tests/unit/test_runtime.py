@@ -122,14 +122,16 @@ def test_state_from_another_model_version_is_rewarmed(tmp_path: Path, small_arti
     np.testing.assert_allclose(s.h, b.replay_history(evs)[1].h, atol=1e-6)
 
 
+@pytest.mark.parametrize("n_users", [5, 1])
 @pytest.mark.parametrize("blas_min", [0, 1])
 def test_fused_small_batch_path_equals_torch_path(small_artifact: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  blas_min: int) -> None:
+                                                  blas_min: int, n_users: int) -> None:
     """Small CPU batches run the step and scoring through the compiled kernels of model/fused.py
     (model.runtime.FUSED_MAX_BATCH); they must give what the torch path gives: same vectors and
     tags, same recommendations up to float32 ties. Both ways the kernels run: per-row loops
     (blas_min 0) and with the products from BLAS (blas_min 1: every batch, as from
-    FUSED_BLAS_MIN_BATCH users on)."""
+    FUSED_BLAS_MIN_BATCH users on). One user alone takes the batch-1 path: its state's arrays
+    passed without a copy, its mask read from the state's record array (`fused.scores_topk_one`)."""
     import model.runtime as runtime
 
     monkeypatch.setattr(runtime, "FUSED_BLAS_MIN_BATCH", blas_min)
@@ -146,7 +148,7 @@ def test_fused_small_batch_path_equals_torch_path(small_artifact: Path, monkeypa
             return fused_step(*a)
 
         m.step_fused = counted  # type: ignore[method-assign]
-        hists = {f"u{j}": _events(synthetic_history(f"u{j}", 15 + 5 * j, seed=10 + j)) for j in range(5)}
+        hists = {f"u{j}": _events(synthetic_history(f"u{j}", 15 + 5 * j, seed=10 + j)) for j in range(n_users)}
         states = {u: m.initial_state() for u in hists}
         for r in range(0, 40, 3):  # rounds of up to 3 events per user, users dropping out as they run dry
             m.apply([(states[u], [Pending(e) for e in evs[r:r + 3]]) for u, evs in hists.items() if evs[r:r + 3]])
@@ -155,7 +157,7 @@ def test_fused_small_batch_path_equals_torch_path(small_artifact: Path, monkeypa
 
     p_f, r_f, calls_f = run(64)
     p_t, r_t, calls_t = run(0)
-    assert calls_f > 0 and calls_t == 0
+    assert calls_f > 0 and calls_t == 0 and len(p_f) == len(p_t) == n_users
     for a, b in zip(p_f, p_t):
         np.testing.assert_allclose(a["vector"], b["vector"], atol=1e-5, rtol=0)
         assert a["tags"] == pytest.approx(b["tags"], abs=1e-4) and a["events_seen"] == b["events_seen"]
@@ -169,3 +171,16 @@ def test_fused_small_batch_path_equals_torch_path(small_artifact: Path, monkeypa
             near_tie = any(abs(sa[j] - sa[i]) < 1e-5 for i in (j - 1, j + 1) if 0 <= i < len(sa))
             assert x["item_id"] == y["item_id"] or near_tie
             assert x.get("reason") == y.get("reason") or near_tie
+
+
+def test_stack_rows_makes_one_float32_row_a_view_and_copies_the_rest() -> None:
+    from model.runtime import stack_rows
+
+    a = np.arange(6, dtype=np.float32)
+    one = stack_rows([a])
+    assert one.shape == (1, 6) and np.shares_memory(one, a)  # no copy on the batch-1 path
+    for rows in ([a, a + 1], [a.astype(np.float64)], [a[::2]]):  # many rows, another dtype, strided
+        out = stack_rows(rows)
+        assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == (len(rows), len(rows[0]))
+        assert not any(np.shares_memory(out, r) for r in rows)
+        np.testing.assert_array_equal(out, np.array(rows, np.float64))

@@ -57,3 +57,24 @@ def test_version_1_states_still_unpack_without_raw_marks() -> None:
     np.testing.assert_array_equal(t.event_ids, s.event_ids)
     assert (t.events_seen, t.seq, t.last_offset, len(t.raw_marks)) == (3, 2, 77, 0)
     assert unpack_state(pack_state(t)).raw_marks.size == 0 and pack_state(t)[0] == 2
+
+
+def test_a_model_version_that_is_not_text_is_a_format_error() -> None:
+    # Without the check the worker got a UnicodeDecodeError, which its StateFormatError handler
+    # (the user's events to the dead-letter topic) does not catch.
+    data = bytearray(pack_state(_state()))
+    data[1:3] = b"\xff\xfe"  # the model version field starts after the format byte
+    with pytest.raises(StateFormatError, match="model version"):
+        unpack_state(bytes(data))
+
+
+def test_pack_converts_arrays_held_in_another_dtype() -> None:
+    # Code that assigns a float64 or int64 array to a state must still store the float32 / uint64
+    # layout the header describes, not the array's own bytes.
+    s = _state()
+    want = pack_state(s)
+    s.h = s.h.astype(np.float64)
+    s.tags = s.tags.astype(np.float64)
+    s.event_ids = s.event_ids.view(np.int64)  # same bits, signed (2**63 + 5 reads as negative)
+    s.c = s.c[::-1].copy()[::-1]  # a non-contiguous view with the same values
+    assert pack_state(s) == want
