@@ -47,14 +47,18 @@ def cmd_bench_ab(args: argparse.Namespace) -> int:
 
     from .ab import format_ab, parse_assignments, run_ab
 
-    variants = {"A": parse_assignments(args.a), "B": parse_assignments(args.b)}
-    if variants["A"] == variants["B"]:
+    variants = {"A": parse_assignments(args.a), "B": parse_assignments(args.b or [])}
+    if args.echo and args.b is None:  # A against the echo floor alone
+        del variants["B"]
+    elif variants["A"] == variants["B"]:
         raise ConfigError("--a and --b give the same settings: name at least one that differs "
-                          "(e.g. --b PROFILESTREAM_PRODUCER_LINGER_MS=5)")
+                          "(e.g. --b PROFILESTREAM_PRODUCER_LINGER_MS=5), or compare A with the Faust "
+                          "echo floor alone with --echo and no --b")
     if args.rounds < 1 or args.events < 100:
         raise ConfigError("--rounds must be >= 1 and --events >= 100")
     s = Settings.from_env(bootstrap_servers=args.bootstrap_servers, state_dir=args.state_dir, artifact=args.artifact)
-    res = run_ab(s, variants, rounds=args.rounds, events=args.events, rate=args.rate, seconds=args.seconds)
+    res = run_ab(s, variants, rounds=args.rounds, events=args.events, rate=args.rate, seconds=args.seconds,
+                 echo=args.echo)
     print(json.dumps(res) if args.json else format_ab(res))
     return 0
 
@@ -206,18 +210,26 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
     gp.add_argument("--state-dir", type=Path, default=None, help="where the default artifact lives (STATE_DIR/model)")
     gp.set_defaults(func=cmd_bench_gpu)
 
-    ab = bsub.add_parser("ab", help="A/B two worker settings by CPU per event, throughput and latency",
+    ab = bsub.add_parser("ab", help="A/B two worker settings (and the echo floor) by CPU per event, throughput "
+                                    "and latency",
                          description="Alternating rounds of two variants of the worker's settings (environment "
                                      "assignments over the current environment). Each round starts a fresh "
                                      "full-pipeline worker per variant and measures a burst of --events (events/s "
                                      "and CPU µs per event of the worker and the broker) and the latency at --rate "
                                      "ev/s for --seconds. Prints mean and min–max per variant (or --json). The "
                                      "min–max across rounds is the noise to compare a difference with. Starts the "
-                                     "local broker if none answers. Example: profilestream bench ab --b "
-                                     "PROFILESTREAM_PRODUCER_LINGER_MS=5 --rounds 5")
+                                     "local broker if none answers. With --echo each round also runs the Faust "
+                                     "echo floor and each variant's p99 is divided by the floor's p99 of the same "
+                                     "round (issue #4's target is ≤ 1.5 at 1,000 ev/s). Examples: profilestream "
+                                     "bench ab --b PROFILESTREAM_PRODUCER_LINGER_MS=5 --rounds 5; profilestream "
+                                     "bench ab --b PROFILESTREAM_SINGLE_HOP=1 --echo --rate 1000 --seconds 10")
     ab.add_argument("--a", nargs="*", default=[], metavar="NAME=VALUE",
                     help="settings of variant A (default: none, i.e. the environment as it is)")
-    ab.add_argument("--b", nargs="*", default=[], metavar="NAME=VALUE", help="settings of variant B")
+    ab.add_argument("--b", nargs="*", default=None, metavar="NAME=VALUE",
+                    help="settings of variant B (with --echo, leave out --b to run A and the echo floor only)")
+    ab.add_argument("--echo", action="store_true",
+                    help="run the Faust echo floor too in every round, and report each variant's p99 over "
+                         "the floor's p99 of the same round")
     ab.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     ab.add_argument("--events", type=int, default=15000, help="events per measured burst (default 15000)")
     ab.add_argument("--rate", type=float, default=100.0, help="rate of the latency run, events/s (default 100)")

@@ -88,17 +88,22 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
 
 
 def test_bench_ab_runs_both_variants_with_their_settings(broker: Settings, ml_artifact: Path, tmp_path: Path) -> None:
-    from bench.ab import METRICS, run_ab
+    from bench.ab import ECHO, METRICS, run_ab
 
     s = broker.with_(state_dir=tmp_path / "state", artifact=ml_artifact)
-    res = run_ab(s, {"A": {}, "B": {"PROFILESTREAM_BATCH_SIZE": "16"}}, rounds=1, events=300, rate=100.0, seconds=1.5)
+    res = run_ab(s, {"A": {}, "B": {"PROFILESTREAM_BATCH_SIZE": "16"}}, rounds=1, events=300, rate=100.0, seconds=1.5,
+                 echo=True)
     runs = res["runs"]
-    assert [(r["round"], r["variant"]) for r in runs] == [(1, "A"), (1, "B")]
+    assert [(r["round"], r["variant"]) for r in runs] == [(1, "A"), (1, "B"), (1, ECHO)]
     # B's assignment reached B's worker (its pipeline is named after its batch size), A kept the default
     assert runs[0]["pipeline"] == f"pipeline batch={s.batch_size}" and runs[1]["pipeline"] == "pipeline batch=16"
+    assert runs[2]["pipeline"] == "Faust echo floor"  # the floor's own worker, not a pipeline
     for r in runs:
         assert r["completed"] and r["worker_cpu_us_per_event"] > 0 and r["measured"] > 0
         assert r["p50_ms"] <= r["p99_ms"]
+    assert runs[2]["p99_vs_echo"] is None
+    for r in runs[:2]:
+        assert r["p99_vs_echo"] == pytest.approx(r["p99_ms"] / runs[2]["p99_ms"])
     for e in res["summary"]:
         assert e["events_per_s"]["min"] <= e["events_per_s"]["mean"] <= e["events_per_s"]["max"]
         assert set(k for k, _, _ in METRICS) <= set(e)
