@@ -135,7 +135,7 @@ def _rate_weight(value: float) -> float:
 def stack_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
     """Equal-length vectors as one (len(rows), H) float32 array. A single float32 contiguous row
     comes back as a (1, H) view of itself, with no copy (the batch-1 path, once per event:
-    bench/README.md, "The core step at batch 1"); more rows are copied by np.array, a third of
+    bench/README.md, "The batch-1 core step, piece by piece"); more rows are copied by np.array, a third of
     np.stack's cost (≈ 0.2 against 0.6 µs a row)."""
     if len(rows) == 1:
         r = rows[0]
@@ -263,11 +263,11 @@ class ProfileModel:
         assert w is not None, "scores_topk_fused needs a CPU model"
         B = h.shape[0]
         k = min(k, self.n_items)
+        idx = np.empty((B, k), np.int64)
+        vals = np.empty((B, k), np.float32)
         blas = 0 < FUSED_BLAS_MIN_BATCH <= B
         if B == 1 and not blas:  # the common case at low rates: the mask read where it lies, no offsets
             uvec = np.empty((1, w.W_out.shape[0]), np.float32)
-            idx = np.empty((1, k), np.int64)
-            vals = np.empty((1, k), np.float32)
             excl = exclude[0]
             if excl.dtype != np.int32:  # item indices are < 2^31; one dtype, one compiled kernel
                 excl = excl.astype(np.int32)
@@ -278,8 +278,6 @@ class ProfileModel:
         start = np.zeros(B + 1, np.int64)
         np.cumsum([len(e) for e in exclude], out=start[1:])
         excl = np.concatenate(exclude).astype(np.int32, copy=False) if start[-1] else np.zeros(0, np.int32)
-        idx = np.empty((B, k), np.int64)
-        vals = np.empty((B, k), np.float32)
         if blas:
             u = torch.addmm(w.b_out_t, torch.from_numpy(np.ascontiguousarray(h, np.float32)), w.W_out_t.T)
             scores = torch.addmm(w.item_bias_t, u, w.item_vecs_t.T).numpy()

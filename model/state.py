@@ -115,7 +115,7 @@ def unpack_state(data: bytes) -> UserState:
     # h, c and tags are slices of one float32 view: a slice costs half a view of its own. The
     # views are made with the ndarray constructor (≈ 0.18 against 0.23 µs for np.frombuffer) and
     # UserState gets its fields by position: unpacking is on every event's path (bench/README.md,
-    # "The core step at batch 1").
+    # "The batch-1 core step, piece by piece").
     buf = bytearray(data)
     f4 = _ndarray((n_f4,), _F4, buf, pos)
     return UserState(f4[:hidden], f4[hidden:2 * hidden], f4[2 * hidden:],
