@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from numba import njit
 
 from model import Pending, ProfileModel, pack_state, unpack_state, validate_event
 from model.lstm import gap_feature, value_feature
@@ -192,19 +193,56 @@ def step_flops(model: ProfileModel) -> int:
     return 2 * (cfg.hidden * 4 * cfg.hidden + cfg.hidden * cfg.item_dim + cfg.item_dim * cfg.n_items)
 
 
+def step_weight_bytes(model: ProfileModel) -> tuple[int, int]:
+    """Bytes of weights one step reads, float32: (read once per batch, read once per event). Once
+    per batch: the recurrent gate matrix (hidden × 4·hidden), the user-vector matrix (hidden ×
+    item_dim), the item matrix and the item biases (n_items × (item_dim + 1)). Once per event: the
+    event's item row of the precomputed input side of the gates (4·hidden). Vectors of a few
+    hundred entries (biases, activation constants) are left out."""
+    cfg = model.config
+    H, D, N = cfg.hidden, cfg.item_dim, cfg.n_items
+    return 4 * (H * 4 * H + H * D + N * (D + 1)), 4 * 4 * H
+
+
+@njit(fastmath={"contract", "reassoc"}, cache=True)
+def _read_pass(a: np.ndarray, passes: int) -> float:
+    """Sum `a` `passes` times: a vectorised stream of reads, the rate at which a kernel can read
+    weights of that size from whichever cache holds them."""
+    s = np.float32(0.0)
+    for _ in range(passes):
+        for i in range(a.shape[0]):
+            s += a[i]
+    return s
+
+
+def read_rate(nbytes: int, *, seconds: float) -> float:
+    """Bytes per ns at which one core reads a float32 buffer of `nbytes` over and over (it stays
+    in whichever cache level it fits; 1 thread)."""
+    a = np.ones(max(nbytes // 4, 16), np.float32)
+    passes = max(1, 2_000_000 // max(nbytes, 1))  # ≈ 2 MB read per call, so the call's own cost is noise
+    _read_pass(a, 1)
+    ns = float(np.median(_time_per_item(lambda: _read_pass(a, passes), per=passes, seconds=seconds, warmup=3)))
+    return a.nbytes / ns
+
+
 def bench_arith_floor(model: ProfileModel, batches: list[int], *, seconds: float = 1.0) -> list[dict[str, Any]]:
-    """What the arithmetic alone costs per event on this CPU (1 torch thread, as every CPU row):
-    the machine's sgemm rate on a large square product, the step's flops divided by it (a floor no
-    implementation on this machine goes under), and, per batch size, the step's three biggest
-    pieces timed alone (gate product, score product, top-K). One row per batch size."""
+    """What the arithmetic and the weight reads alone cost per event on this CPU (1 thread, as every
+    CPU row): the machine's sgemm rate on a large square product, the step's flops divided by it
+    (a floor no implementation on this machine goes under); the rate at which one core reads a
+    buffer the size of the step's weights, and the step's weight bytes per event divided by it
+    (the read floor: at batch 1 every event streams all the weights from cache); and, per batch
+    size, the step's three biggest pieces timed alone (gate product, score product, top-K). One
+    row per batch size."""
     cfg = model.config
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(1024, 1024, generator=g), torch.randn(1024, 1024, generator=g)
     flops = step_flops(model)
+    shared_bytes, event_bytes = step_weight_bytes(model)
     rows = []
     with torch.inference_mode():
         peak_ns = float(np.median(_time_per_item(lambda: a @ b, per=1, seconds=seconds / 2, warmup=3, min_repeats=5)))
         gflops = 2 * 1024**3 / peak_ns
+        bytes_per_ns = read_rate(shared_bytes, seconds=seconds / 4)
         w = torch.randn(cfg.hidden, 4 * cfg.hidden, generator=g)  # the recurrent gate weights' shape
         v = torch.randn(cfg.item_dim, cfg.n_items, generator=g)  # the item matrix's shape
         part = seconds / (2 * 3 * len(batches))
@@ -216,13 +254,16 @@ def bench_arith_floor(model: ProfileModel, batches: list[int], *, seconds: float
             score = float(np.median(_time_per_item(lambda: u @ v, per=batch, seconds=part, warmup=3)))
             topk = float(np.median(_time_per_item(lambda: torch.topk(scores, 10, dim=1), per=batch, seconds=part,
                                                   warmup=3)))
+            weight_bytes = shared_bytes / batch + event_bytes
             rows.append({"batch": batch, "device": "cpu", "flops_per_event": flops, "sgemm_gflops": gflops,
-                         "floor_us": flops / gflops / 1e3, "gates_gemm_us": gates / 1e3,
-                         "scores_gemm_us": score / 1e3, "topk_us": topk / 1e3})
+                         "floor_us": flops / gflops / 1e3, "weight_bytes_per_event": weight_bytes,
+                         "read_gb_per_s": bytes_per_ns, "read_floor_us": weight_bytes / bytes_per_ns / 1e3,
+                         "gates_gemm_us": gates / 1e3, "scores_gemm_us": score / 1e3, "topk_us": topk / 1e3})
             r = rows[-1]
             print(f"  arithmetic floor: {flops / 1e3:.0f} kflop/event at {gflops:.0f} GFLOP/s = {r['floor_us']:.2f} "
-                  f"µs/event; batch {batch}: gates {r['gates_gemm_us']:.2f}, scores {r['scores_gemm_us']:.2f}, "
-                  f"top-K {r['topk_us']:.2f} µs/event", file=sys.stderr)
+                  f"µs/event; read floor: {weight_bytes / 1e3:.0f} kB/event at {bytes_per_ns:.0f} GB/s = "
+                  f"{r['read_floor_us']:.2f} µs/event; batch {batch}: gates {r['gates_gemm_us']:.2f}, scores "
+                  f"{r['scores_gemm_us']:.2f}, top-K {r['topk_us']:.2f} µs/event", file=sys.stderr)
     return rows
 
 

@@ -67,11 +67,16 @@ def write_markdown(res: dict[str, Any]) -> str:
                    "changelog record); outputs: scores, top-K, tags, reasons and records; send: the outputs handed "
                    "to the producer. 'batch total' = read to send (wait excluded). Queueing before the buffer, "
                    "Kafka's trips and the consumer's fetch are outside these phases."] if inside else []
-    floor = [{**r, "kflop": r["flops_per_event"] / 1e3} for r in res["micro"].get("arith_floor", [])]
+    floor = [{**r, "kflop": r["flops_per_event"] / 1e3, "weight_kb": r.get("weight_bytes_per_event", float("nan")) / 1e3}
+             for r in res["micro"].get("arith_floor", [])]  # runs before 2026-12-08 have no read floor
     floor_part = ["", "The arithmetic floor of the step on this CPU (1 thread): the step's flops at the machine's "
-                  "sgemm rate, and its three biggest pieces timed alone (µs per event):", "",
+                  "sgemm rate; the read floor: the weight bytes each event reads (the matrices once per batch, "
+                  "the item's input row once per event) at the rate one core reads a buffer of the weights' "
+                  "size; and the step's three biggest pieces timed alone (µs per event):", "",
                   _md_table(floor, [("batch", "batch", "d"), ("kflop/event", "kflop", ".0f"),
                                     ("sgemm GFLOP/s", "sgemm_gflops", ".0f"), ("floor µs", "floor_us", ".2f"),
+                                    ("weights kB/event", "weight_kb", ".1f"),
+                                    ("read GB/s", "read_gb_per_s", ".0f"), ("read floor µs", "read_floor_us", ".2f"),
                                     ("gate product µs", "gates_gemm_us", ".2f"),
                                     ("score product µs", "scores_gemm_us", ".2f"), ("top-K µs", "topk_us", ".2f")])
                   ] if floor else []

@@ -108,16 +108,36 @@ def _matvec(W: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
         out[j] += acc
 
 
+@njit(fastmath=_FM, error_model="numpy", inline="always", cache=True)
+def _matvec_t(WT: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """out[j] += Σ_k WT[k, j] x[k] for a transposed (K, n) matrix: eight of its rows at a time, each
+    a vectorised pass over out. There is no horizontal sum per output as in `_matvec`, which
+    makes the gates' 128 × 512 product ≈ 1/3 faster (3.2 → 2.2 µs); on the item matrix's
+    1,682 × 64 both forms take the same time (it streams from L2), so the scores keep `_matvec`."""
+    K, n = WT.shape
+    K8 = K - K % 8
+    for k in range(0, K8, 8):
+        x0, x1, x2, x3 = x[k], x[k + 1], x[k + 2], x[k + 3]
+        x4, x5, x6, x7 = x[k + 4], x[k + 5], x[k + 6], x[k + 7]
+        for j in range(n):
+            out[j] += (WT[k, j] * x0 + WT[k + 1, j] * x1 + WT[k + 2, j] * x2 + WT[k + 3, j] * x3
+                       + WT[k + 4, j] * x4 + WT[k + 5, j] * x5 + WT[k + 6, j] * x6 + WT[k + 7, j] * x7)
+    for k in range(K8, K):
+        xk = x[k]
+        for j in range(n):
+            out[j] += WT[k, j] * xk
+
+
 @njit(fastmath=_FM, error_model="numpy", cache=True)
 def lstm_rows(h: np.ndarray, c: np.ndarray, items: np.ndarray, types: np.ndarray, vals: np.ndarray,
               gaps: np.ndarray, p_item: np.ndarray, p_type: np.ndarray, w_val: np.ndarray, w_gap: np.ndarray,
-              b: np.ndarray, W_hh: np.ndarray, act_mul: np.ndarray, act_add: np.ndarray,
+              b: np.ndarray, W_hh_T: np.ndarray, act_mul: np.ndarray, act_add: np.ndarray,
               h_out: np.ndarray, c_out: np.ndarray) -> None:
     """One LSTM step for each row r: (h[r], c[r]) → (h_out[r], c_out[r]).
 
     All weights are pre-scaled (see `_FusedWeights` in model/runtime.py): gate j's activation is
-    tanh(gate_j) * act_mul[j] + act_add[j]. W_hh is (4H, H) row-major, so gate j is one
-    contiguous dot product with h[r]."""
+    tanh(gate_j) * act_mul[j] + act_add[j]. W_hh_T is the recurrent matrix transposed, (H, 4H)
+    row-major, so row k holds h's k-th weight for every gate (see `_matvec_t`)."""
     B, H = h.shape
     G = 4 * H
     g = np.empty(G, np.float32)
@@ -125,7 +145,7 @@ def lstm_rows(h: np.ndarray, c: np.ndarray, items: np.ndarray, types: np.ndarray
         it, ty, v, gp = items[r], types[r], vals[r], gaps[r]
         for j in range(G):
             g[j] = p_item[it, j] + p_type[ty, j] + v * w_val[j] + gp * w_gap[j] + b[j]
-        _matvec(W_hh, h[r], g)
+        _matvec_t(W_hh_T, h[r], g)
         for j in range(G):
             g[j] = fast_tanh(g[j]) * act_mul[j] + act_add[j]
         for j in range(H):
@@ -251,7 +271,7 @@ def warm_up() -> None:
     c = np.zeros((1, 4), f32)
     one_i, one_f = np.zeros(1, i64), np.zeros(1, f32)
     lstm_rows(h, c, one_i, one_i, one_f, one_f, np.zeros((2, 16), f32), np.zeros((2, 16), f32),
-              np.zeros(16, f32), np.zeros(16, f32), np.zeros(16, f32), np.zeros((16, 4), f32),
+              np.zeros(16, f32), np.zeros(16, f32), np.zeros(16, f32), np.zeros((4, 16), f32),
               np.ones(16, f32), np.zeros(16, f32), np.empty_like(h), np.empty_like(c))
     scores_topk_rows(h, np.zeros((3, 4), f32), np.zeros(3, f32), np.zeros((5, 3), f32), np.zeros(5, f32),
                      np.zeros(0, np.int32), np.zeros(2, i64), 2, np.empty((1, 3), f32), np.empty((1, 2), i64),

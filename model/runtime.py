@@ -95,14 +95,14 @@ class _FusedWeights:
     w_val: np.ndarray  # (4H,)
     w_gap: np.ndarray  # (4H,)
     b: np.ndarray  # (4H,)
-    W_hh: np.ndarray  # (4H, H): row j is gate j's recurrent weights
+    W_hh_T: np.ndarray  # (H, 4H): the recurrent weights transposed, row k is h[k]'s weight in every gate
     act_mul: np.ndarray  # (4H,) 0.5 for i, f, o; 1 for g
     act_add: np.ndarray  # (4H,) 0.5 for i, f, o; 0 for g
     W_out: np.ndarray  # (D, H)
     b_out: np.ndarray  # (D,)
     item_vecs: np.ndarray  # (N, D)
     item_bias: np.ndarray  # (N,)
-    W_hh_t: torch.Tensor = field(init=False, repr=False)
+    W_hh_T_t: torch.Tensor = field(init=False, repr=False)
     W_out_t: torch.Tensor = field(init=False, repr=False)
     b_out_t: torch.Tensor = field(init=False, repr=False)
     item_vecs_t: torch.Tensor = field(init=False, repr=False)
@@ -110,7 +110,7 @@ class _FusedWeights:
 
     def __post_init__(self) -> None:
         # torch views of the same memory, for the BLAS products of bigger batches
-        for name in ("W_hh", "W_out", "b_out", "item_vecs", "item_bias"):
+        for name in ("W_hh_T", "W_out", "b_out", "item_vecs", "item_bias"):
             object.__setattr__(self, f"{name}_t", torch.from_numpy(getattr(self, name)))
 
     @classmethod
@@ -123,7 +123,7 @@ class _FusedWeights:
         half[2 * H:3 * H] = 1.0  # the cell candidate g is a plain tanh
         add = np.where(half == 0.5, 0.5, 0.0).astype(np.float32)
         return cls(a(m.p_item * torch.from_numpy(half)), a(m.p_type * torch.from_numpy(half)),
-                   a(m.w_val) * half, a(m.w_gap) * half, a(m.b) * half, a(m.W_hh_T.T) * half[:, None],
+                   a(m.w_val) * half, a(m.w_gap) * half, a(m.b) * half, a(m.W_hh_T) * half,
                    half, add, a(m.W_out_T.T), a(m.b_out), a(m.item_vecs), a(m.item_bias))
 
 
@@ -246,12 +246,12 @@ class ProfileModel:
         assert w is not None, "step_fused needs a CPU model"
         h2, c2 = np.empty(h.shape, np.float32), np.empty(c.shape, np.float32)
         if 0 < FUSED_BLAS_MIN_BATCH <= h.shape[0]:
-            g_hh = (torch.from_numpy(np.ascontiguousarray(h, np.float32)) @ w.W_hh_t.T).numpy()
+            g_hh = (torch.from_numpy(np.ascontiguousarray(h, np.float32)) @ w.W_hh_T_t).numpy()
             fused.lstm_finish_rows(g_hh, c, items, types, vals, gaps, w.p_item, w.p_type, w.w_val, w.w_gap, w.b,
                                    w.act_mul, w.act_add, h2, c2)
         else:
             fused.lstm_rows(h, c, items, types, vals, gaps,
-                            w.p_item, w.p_type, w.w_val, w.w_gap, w.b, w.W_hh, w.act_mul, w.act_add, h2, c2)
+                            w.p_item, w.p_type, w.w_val, w.w_gap, w.b, w.W_hh_T, w.act_mul, w.act_add, h2, c2)
         return h2, c2
 
     def scores_topk_fused(self, h: np.ndarray, exclude: Sequence[np.ndarray],

@@ -39,13 +39,17 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     for r in floor:
         assert r["flops_per_event"] > 0 and r["sgemm_gflops"] > 0
         assert abs(r["floor_us"] - r["flops_per_event"] / r["sgemm_gflops"] / 1e3) < 1e-9 * r["floor_us"]
+        assert r["weight_bytes_per_event"] > 0 and r["read_gb_per_s"] > 0  # the weights' reads at this core's rate
+        assert abs(r["read_floor_us"] - r["weight_bytes_per_event"] / r["read_gb_per_s"] / 1e3) < 1e-9 * r["read_floor_us"]
         assert min(r["gates_gemm_us"], r["scores_gemm_us"], r["topk_us"]) > 0
+    assert floor[0]["weight_bytes_per_event"] > floor[1]["weight_bytes_per_event"]  # batch 512 shares the matrices
     ann = res["micro"]["ann"]  # faiss IVF top-K on the 100k catalogue, beside brute force
     assert {r["items"] for r in ann} == {100_000} and {r["batch"] for r in ann} == {1, 64}
     assert all(0.0 <= r["recall_at_10"] <= 1.0 and r["p50_us"] > 0 and 0 < r["load_s"] for r in ann)
     report = (out / "results.md").read_text()
     assert "## Top-K through an ANN index" in report and "Where the full step's time goes" in report
     assert "The arithmetic floor of the step" in report and "The core step (state unpack" in report
+    assert "read floor µs" in report
     pipelines = {r["pipeline"] for r in res["latency"]}
     assert {"transport floor", "pipeline batch=64"} <= pipelines
     for row in res["latency"]:

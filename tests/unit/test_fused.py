@@ -65,7 +65,7 @@ def test_lstm_rows_equals_torch_lstm_equations(B: int, H: int) -> None:
     h2, c2 = np.empty_like(d["h"]), np.empty_like(d["c"])
     fused.lstm_rows(d["h"], d["c"], d["items"], d["types"], d["vals"], d["gaps"], d["p_item"] * half,
                     d["p_type"] * half, d["w_val"] * half, d["w_gap"] * half, d["b"] * half,
-                    d["W_hh"] * half[:, None], half, add, h2, c2)
+                    np.ascontiguousarray((d["W_hh"] * half[:, None]).T), half, add, h2, c2)
     rh, rc = _reference(d)
     np.testing.assert_allclose(h2, rh, atol=2e-6, rtol=0)
     np.testing.assert_allclose(c2, rc, atol=4e-6, rtol=0)
