@@ -205,7 +205,7 @@ def step_weight_bytes(model: ProfileModel) -> tuple[int, int]:
 
 
 @njit(fastmath={"contract", "reassoc"}, cache=True)
-def _read_pass(a: np.ndarray, passes: int) -> float:
+def _read_pass(a: np.ndarray, passes: int) -> np.float32:
     """Sum `a` `passes` times: a vectorised stream of reads, the rate at which a kernel can read
     weights of that size from whichever cache holds them."""
     s = np.float32(0.0)
