@@ -31,7 +31,8 @@ from stream.topics import ensure_topics, topic_names
 
 from .hdr import HdrHistogram
 
-__all__ = ["Pipeline", "latency_run", "throughput_run", "sustained_run", "start_pipeline", "cpu_seconds"]
+__all__ = ["Pipeline", "latency_run", "throughput_run", "sustained_run", "start_pipeline", "cpu_seconds",
+           "latency_over_time", "slow_outputs"]
 
 
 def cpu_seconds(pid: int | None = None) -> float | None:
@@ -202,6 +203,45 @@ def latency_split(samples: list[tuple[float, float, float]]) -> dict[str, float]
     return {f"{name}_p{q}_ms": float(np.percentile(v, q)) for name, v in parts.items() for q in (50, 90)}
 
 
+#: Width in seconds of a latency row's time bins (`over_time`): fine enough to place a stall of
+#: a few hundred ms, coarse enough that a 10-s row at 100 ev/s has ≈ 50 outputs per bin.
+OVER_TIME_BIN_S = 0.5
+#: An output is *slow* when its latency is at least SLOW_FACTOR × its row's p50 and at least
+#: SLOW_MIN_MS: at the rates measured here that is a stall (a pause of the worker, its clients
+#: or the broker), not the queueing a rate near a pipeline's throughput builds up gradually.
+SLOW_FACTOR = 10.0
+SLOW_MIN_MS = 50.0
+
+
+def latency_over_time(sent_s: np.ndarray, lat_ms: np.ndarray, *, bin_s: float = OVER_TIME_BIN_S) -> dict[str, Any]:
+    """Outputs binned by their send time (`sent_s`: seconds since the row's first send, warm-up
+    included), as columns over the non-empty bins: each bin's start `t_s`, `outputs`, `p50_ms`
+    and `max_ms`. Shows *when* a row's tail happened: a stall is a run of bins whose max jumps,
+    queueing a steady climb."""
+    res: dict[str, Any] = {"bin_s": bin_s, "t_s": [], "outputs": [], "p50_ms": [], "max_ms": []}
+    bins = np.floor(sent_s / bin_s).astype(np.int64)
+    for b in np.unique(bins).tolist():
+        v = lat_ms[bins == b]
+        res["t_s"].append(round(b * bin_s, 6))
+        res["outputs"].append(int(v.size))
+        res["p50_ms"].append(float(np.median(v)))
+        res["max_ms"].append(float(v.max()))
+    return res
+
+
+def slow_outputs(sent_s: np.ndarray, lat_ms: np.ndarray, p50_ms: float) -> dict[str, Any]:
+    """The outputs at least SLOW_FACTOR × `p50_ms` and SLOW_MIN_MS late (see there): how many,
+    their share, and the send times (s since the row's first send) of the first and the last."""
+    bound = max(SLOW_FACTOR * p50_ms, SLOW_MIN_MS)
+    slow = lat_ms >= bound
+    n = int(slow.sum())
+    res: dict[str, Any] = {"bound_ms": bound, "count": n, "share": n / lat_ms.size if lat_ms.size else 0.0,
+                           "first_s": None, "last_s": None}
+    if n:
+        res["first_s"], res["last_s"] = float(sent_s[slow].min()), float(sent_s[slow].max())
+    return res
+
+
 def worker_phases(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
     """Where the worker's profile processor spent a run, from two scrapes of its /metrics: per
     micro-batch, the mean ms of each phase of `profilestream_batch_phase_seconds` (stream/metrics.py)
@@ -319,6 +359,7 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
     phases = worker_phases(before, p.worker.metrics()) if before is not None and p.worker is not None else {}
     kept = [s for s in col.samples if s[0] >= first + warmup]
     lat = np.array([(rx - ts) * 1e3 for ts, _, rx in kept])
+    every = np.asarray(col.samples, dtype=np.float64).reshape(-1, 3)  # warm-up included, for `over_time`
     row: dict[str, Any] = {"pipeline": p.name, "rate": rate, "sent": n, "outputs": len(col.samples),
                            "measured": int(lat.size), "drained": drained,
                            "worker_cpu_us_per_event": cpu["worker_cpu_us_per_event"], "worker_cores": cpu["worker_cores"]}
@@ -330,12 +371,18 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
         row.update({"p99.9_ms": float(np.percentile(lat, 99.9)), "max_ms": float(lat.max()),
                     "cdf_ms": np.percentile(lat, np.linspace(0, 100, 101)).tolist()})
         row.update(latency_split(kept))
+        row["warmup_s"] = warmup
+        row["over_time"] = latency_over_time(every[:, 0] - first, (every[:, 2] - every[:, 0]) * 1e3)
+        row["slow"] = slow_outputs(np.array([ts - first for ts, _, _ in kept]), lat, row["p50_ms"])
     if phases:
         row["worker_phases"] = phases
     busy = (f"; worker {row['worker_cores']:.2f} cores, {row['worker_cpu_us_per_event']:.0f} µs CPU/event"
             if row["worker_cores"] is not None else "")
+    slow = row.get("slow") or {}
+    stall = (f"; {slow['count']} slow (≥ {slow['bound_ms']:.0f} ms), sent at {slow['first_s']:.1f}–{slow['last_s']:.1f} s"
+             if slow.get("count") else "")
     print(f"  {p.name:<22} {rate:>7.0f} ev/s: p50 {row.get('p50_ms', float('nan')):8.2f} ms  "
-          f"p99 {row.get('p99_ms', float('nan')):8.2f} ms  ({row['measured']} samples{busy})", file=sys.stderr)
+          f"p99 {row.get('p99_ms', float('nan')):8.2f} ms  ({row['measured']} samples{busy}{stall})", file=sys.stderr)
     return row
 
 

@@ -117,6 +117,7 @@ def write_markdown(res: dict[str, Any]) -> str:
               "", "Every row's latencies are also kept as an HDR-style histogram in results.json (`latency[].hdr`: "
               "log-linear buckets in µs, each at most 1/128 of its value wide); latency_percentiles.png plots "
               "the percentile distribution from it.",
+              *_slow_part(res["latency"]),
               *inside_part,
               "", "## Max burst throughput (as fast as the producer sends)", "",
               _md_table([_with_ceiling(r) for r in res["throughput"]], [("pipeline", "pipeline", ""), ("events", "events", "d"),
@@ -169,6 +170,24 @@ def write_markdown(res: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _slow_part(latency: list[dict[str, Any]]) -> list[str]:
+    """The rows with stalled outputs (bench.e2e.slow_outputs), or a line saying there were none."""
+    rows = [{"pipeline": r["pipeline"], "rate": r["rate"], **r["slow"], "pct": 100 * r["slow"]["share"],
+             "span": f"{r['slow']['first_s']:.1f}–{r['slow']['last_s']:.1f}"}
+            for r in latency if (r.get("slow") or {}).get("count")]
+    if not any(r.get("slow") for r in latency):  # reports written before 2026-12-08 04:40
+        return []
+    head = ["", "Slow outputs: latency ≥ 10 × the row's p50 and ≥ 50 ms, a stall rather than the gradual "
+            "queueing of a rate near a pipeline's limit; 'sent at' is when their events were sent, in seconds "
+            "since the row's first send (warm-up included). latency_over_time.png shows every row's p50 and max "
+            "per half second of send time.", ""]
+    if not rows:
+        return head + ["No row had slow outputs."]
+    return head + [_md_table(rows, [("pipeline", "pipeline", ""), ("rate ev/s", "rate", ".0f"),
+                                    ("slow outputs", "count", "d"), ("% of row", "pct", ".1f"),
+                                    ("bound ms", "bound_ms", ".0f"), ("sent at (s)", "span", "")])]
+
+
 def _plots(res: dict[str, Any], out: Path) -> list[str]:
     import matplotlib
 
@@ -198,6 +217,9 @@ def _plots(res: dict[str, Any], out: Path) -> list[str]:
     if any(r.get("hdr") for r in res["latency"]):
         _percentile_plot(res, rates, out, plt, matplotlib.ticker)
         files.append("latency_percentiles.png")
+    if any(r.get("over_time") for r in res["latency"]):
+        _over_time_plot(res, rates, out, plt)
+        files.append("latency_over_time.png")
     if res["throughput_vs_batch"]:
         fig, ax = plt.subplots(figsize=(6, 4))
         rows = res["throughput_vs_batch"]
@@ -213,6 +235,34 @@ def _plots(res: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         files.append("throughput_vs_batch.png")
     return files
+
+
+def _over_time_plot(res: dict[str, Any], rates: list[float], out: Path, plt: Any) -> None:
+    """Per rate, each row's max (solid) and p50 (dotted) latency per bin of send time: when a tail
+    happened, and whether the rows run one after the other shared it."""
+    fig, axes = plt.subplots(1, len(rates), figsize=(max(8.0, 5.5 * len(rates)), 4.5), squeeze=False)
+    for ax, rate in zip(axes[0], rates):
+        for r in res["latency"]:
+            ot = r.get("over_time")
+            if r["rate"] != rate or not ot or not ot["t_s"]:
+                continue
+            (line,) = ax.plot(ot["t_s"], np.maximum(ot["max_ms"], 1e-3), label=r["pipeline"])
+            ax.plot(ot["t_s"], np.maximum(ot["p50_ms"], 1e-3), linestyle=":", color=line.get_color())
+        warm = [r.get("warmup_s") for r in res["latency"] if r["rate"] == rate and r.get("warmup_s")]
+        if warm:
+            ax.axvline(warm[0], color="grey", linewidth=0.8)  # left of it: warm-up, not in the percentiles
+        ax.set_yscale("log")
+        ax.set_xlabel("send time, s since the row's first event (grey: end of warm-up)")
+        ax.set_ylabel("latency ms (log): max solid, p50 dotted")
+        ax.set_title(f"{rate:.0f} events/s")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    bin_s = next(r["over_time"]["bin_s"] for r in res["latency"] if r.get("over_time"))
+    fig.suptitle(f"Latency over time, per {bin_s:g} s of send time — {res['machine']['cores']} cores, "
+                 f"{res['machine']['cpu'][:40]}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "latency_over_time.png", dpi=110)
+    plt.close(fig)
 
 
 #: percentiles of the HDR percentile-distribution plot, and their tick labels

@@ -56,6 +56,10 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
         assert row["measured"] > 0 and row["drained"] is True, row  # 200 ev/s is far below every pipeline's rate
         assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert len(row["cdf_ms"]) == 101
+        ot = row["over_time"]  # every output (warm-up included) by half second of send time
+        assert sum(ot["outputs"]) == row["outputs"] and ot["t_s"] == sorted(ot["t_s"])
+        assert max(ot["max_ms"]) >= row["max_ms"] and all(p <= m for p, m in zip(ot["p50_ms"], ot["max_ms"]))
+        assert 0 <= row["slow"]["count"] <= row["measured"] and row["slow"]["bound_ms"] >= 50.0
         hdr = row["hdr"]  # every measured latency, in µs buckets
         assert hdr["unit"] == "us" and hdr["count"] == row["measured"] == sum(b[2] for b in hdr["buckets"])
         assert hdr["min"] <= percentiles_from_buckets(hdr["buckets"], [50])[0] <= hdr["max"] * 1.01
@@ -86,7 +90,8 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     md = (out / "results.md").read_text()
     assert "| pipeline | rate ev/s |" in md and "profilestream bench run --smoke" in md
     assert "## Sustained throughput" in md
-    for png in ("latency_cdf.png", "latency_percentiles.png", "throughput_vs_batch.png"):
+    assert "Slow outputs: latency ≥ 10 × the row's p50" in md
+    for png in ("latency_cdf.png", "latency_percentiles.png", "latency_over_time.png", "throughput_vs_batch.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
