@@ -242,6 +242,13 @@ def bench_arith_floor(model: ProfileModel, batches: list[int], *, seconds: float
     with torch.inference_mode():
         peak_ns = float(np.median(_time_per_item(lambda: a @ b, per=1, seconds=seconds / 2, warmup=3, min_repeats=5)))
         gflops = 2 * 1024**3 / peak_ns
+        # The same product in bfloat16 (float32 accumulation): what the step's arithmetic would cost
+        # if its products ran in bf16, as CPUs with AMX or AVX512-BF16 do natively (oneDNN); where
+        # the CPU has neither, torch emulates it and the rate is below float32's.
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        bf16_ns = float(np.median(_time_per_item(lambda: a16 @ b16, per=1, seconds=seconds / 4, warmup=3,
+                                                 min_repeats=5)))
+        bf16_gflops = 2 * 1024**3 / bf16_ns
         bytes_per_ns = read_rate(shared_bytes, seconds=seconds / 4)
         w = torch.randn(cfg.hidden, 4 * cfg.hidden, generator=g)  # the recurrent gate weights' shape
         v = torch.randn(cfg.item_dim, cfg.n_items, generator=g)  # the item matrix's shape
@@ -256,12 +263,13 @@ def bench_arith_floor(model: ProfileModel, batches: list[int], *, seconds: float
                                                   warmup=3)))
             weight_bytes = shared_bytes / batch + event_bytes
             rows.append({"batch": batch, "device": "cpu", "flops_per_event": flops, "sgemm_gflops": gflops,
-                         "floor_us": flops / gflops / 1e3, "weight_bytes_per_event": weight_bytes,
+                         "floor_us": flops / gflops / 1e3, "bf16_gemm_gflops": bf16_gflops,
+                         "bf16_floor_us": flops / bf16_gflops / 1e3, "weight_bytes_per_event": weight_bytes,
                          "read_gb_per_s": bytes_per_ns, "read_floor_us": weight_bytes / bytes_per_ns / 1e3,
                          "gates_gemm_us": gates / 1e3, "scores_gemm_us": score / 1e3, "topk_us": topk / 1e3})
             r = rows[-1]
             print(f"  arithmetic floor: {flops / 1e3:.0f} kflop/event at {gflops:.0f} GFLOP/s = {r['floor_us']:.2f} "
-                  f"µs/event; read floor: {weight_bytes / 1e3:.0f} kB/event at {bytes_per_ns:.0f} GB/s = "
+                  f"µs/event (bf16: {bf16_gflops:.0f} GFLOP/s, {r['bf16_floor_us']:.2f} µs/event); read floor: {weight_bytes / 1e3:.0f} kB/event at {bytes_per_ns:.0f} GB/s = "
                   f"{r['read_floor_us']:.2f} µs/event; batch {batch}: gates {r['gates_gemm_us']:.2f}, scores "
                   f"{r['scores_gemm_us']:.2f}, top-K {r['topk_us']:.2f} µs/event", file=sys.stderr)
     return rows

@@ -72,9 +72,13 @@ def write_markdown(res: dict[str, Any]) -> str:
     floor_part = ["", "The arithmetic floor of the step on this CPU (1 thread): the step's flops at the machine's "
                   "sgemm rate; the read floor: the weight bytes each event reads (the matrices once per batch, "
                   "the item's input row once per event) at the rate one core reads a buffer of the weights' "
-                  "size; and the step's three biggest pieces timed alone (µs per event):", "",
+                  "size; the bf16 columns: the same flops at this CPU's rate for a bfloat16 product (float32 "
+                  "accumulation; native where the CPU has AMX or AVX512-BF16, emulated and slower elsewhere), "
+                  "what the step would cost if its products ran in bf16, which they do not; and the step's three "
+                  "biggest pieces timed alone (µs per event):", "",
                   _md_table(floor, [("batch", "batch", "d"), ("kflop/event", "kflop", ".0f"),
                                     ("sgemm GFLOP/s", "sgemm_gflops", ".0f"), ("floor µs", "floor_us", ".2f"),
+                                    ("bf16 GFLOP/s", "bf16_gemm_gflops", ".0f"), ("bf16 floor µs", "bf16_floor_us", ".2f"),
                                     ("weights kB/event", "weight_kb", ".1f"),
                                     ("read GB/s", "read_gb_per_s", ".0f"), ("read floor µs", "read_floor_us", ".2f"),
                                     ("gate product µs", "gates_gemm_us", ".2f"),

@@ -39,6 +39,7 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     for r in floor:
         assert r["flops_per_event"] > 0 and r["sgemm_gflops"] > 0
         assert abs(r["floor_us"] - r["flops_per_event"] / r["sgemm_gflops"] / 1e3) < 1e-9 * r["floor_us"]
+        assert abs(r["bf16_floor_us"] - r["flops_per_event"] / r["bf16_gemm_gflops"] / 1e3) < 1e-9 * r["bf16_floor_us"]
         assert r["weight_bytes_per_event"] > 0 and r["read_gb_per_s"] > 0  # the weights' reads at this core's rate
         assert abs(r["read_floor_us"] - r["weight_bytes_per_event"] / r["read_gb_per_s"] / 1e3) < 1e-9 * r["read_floor_us"]
         assert min(r["gates_gemm_us"], r["scores_gemm_us"], r["topk_us"]) > 0
@@ -49,7 +50,7 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     report = (out / "results.md").read_text()
     assert "## Top-K through an ANN index" in report and "Where the full step's time goes" in report
     assert "The arithmetic floor of the step" in report and "The core step (state unpack" in report
-    assert "read floor µs" in report
+    assert "read floor µs" in report and "bf16 floor µs" in report
     pipelines = {r["pipeline"] for r in res["latency"]}
     assert {"transport floor", "pipeline batch=64"} <= pipelines
     for row in res["latency"]:
