@@ -188,7 +188,8 @@ def register(sub: Any, settings_parent: argparse.ArgumentParser) -> None:
                                     "rate is raised until p99 passes --p99-bound-ms), throughput vs micro-batch size. "
                                     "Writes OUT/results.json, OUT/results.md, OUT/latency_cdf.png, "
                                     "OUT/latency_percentiles.png (from each row's HDR-style histogram), "
-                                    "OUT/throughput_vs_batch.png. Starts the local broker if none answers.")
+                                    "OUT/latency_over_time.png (p50 and max per 0.5 s of send time, to place a "
+                                    "stall), OUT/throughput_vs_batch.png. Starts the local broker if none answers.")
     r.add_argument("--out", type=Path, default=Path("bench-results"), help="report directory (default bench-results)")
     r.add_argument("--rates", type=float, nargs="+", default=[100.0, 1000.0, 5000.0],
                    help="target rates in events/s (default 100 1000 5000)")
