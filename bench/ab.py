@@ -37,7 +37,8 @@ ECHO = "echo floor"
 METRICS = [("events_per_s", "events/s", ".0f"), ("worker_cpu_us_per_event", "worker CPU µs/event", ".0f"),
            ("broker_cpu_us_per_event", "broker CPU µs/event", ".0f"), ("p50_ms", "p50 ms", ".1f"),
            ("p99_ms", "p99 ms", ".1f"), ("p99_vs_echo", "p99 ÷ the echo floor's p99 of the same round", ".2f"),
-           ("rate_worker_cpu_us_per_event", "worker CPU µs/event at the rate", ".0f")]
+           ("rate_worker_cpu_us_per_event", "worker CPU µs/event at the rate", ".0f"),
+           ("slow_outputs", "slow outputs at the rate (≥ 10 × p50 and ≥ 50 ms)", ".0f")]
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, str]:
@@ -97,7 +98,9 @@ def run_ab(base: Settings, variants: dict[str, dict[str, str]], *, rounds: int, 
                     p.stop()
                 rows.append({"round": rnd + 1, "variant": name, **burst,
                              **{k: lat.get(k) for k in ("p50_ms", "p99_ms", "measured")},
-                             "rate_worker_cpu_us_per_event": lat.get("worker_cpu_us_per_event")})
+                             "rate_worker_cpu_us_per_event": lat.get("worker_cpu_us_per_event"),
+                             # a stall in the latency run (bench.e2e.slow_outputs): a p99 it set is not queueing
+                             "slow_outputs": (lat.get("slow") or {}).get("count")})
     finally:
         if info.started_by_us:
             broker_down(base)

@@ -110,6 +110,7 @@ def test_bench_ab_runs_both_variants_with_their_settings(broker: Settings, ml_ar
     assert runs[2]["pipeline"] == "Faust echo floor"  # the floor's own worker, not a pipeline
     for r in runs:
         assert r["completed"] and r["worker_cpu_us_per_event"] > 0 and r["measured"] > 0
+        assert 0 <= r["slow_outputs"] <= r["measured"]  # stalled outputs of the latency run, counted
         assert r["p50_ms"] <= r["p99_ms"]
     assert runs[2]["p99_vs_echo"] is None
     for r in runs[:2]:
