@@ -71,6 +71,8 @@ def _train_config(args: argparse.Namespace) -> Any:
         over["use_text"] = False
     if getattr(args, "no_item_bias", False):
         over["item_bias"] = False
+    if getattr(args, "input_id", False):
+        over["input_id"] = True
     if getattr(args, "no_id", False):
         over["use_id"] = False
     if getattr(args, "no_text_whiten", False):
@@ -253,6 +255,9 @@ def _train_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
                         "to score in full at every step (default 0 = full softmax over the catalogue)")
     p.add_argument("--neg-sampler", choices=["uniform", "popularity"],
                    help="where --negatives are drawn from (default popularity: (training count + 1)^0.75)")
+    p.add_argument("--input-id", action="store_true",
+                   help="a second learned ID embedding on the LSTM's input side only, so an item's input vector "
+                        "can differ from the vector that scores it (default: one vector for both)")
     p.add_argument("--no-item-bias", action="store_true",
                    help="no learned per-item score bias: score = user vector · item vector (default: with the bias)")
     p.add_argument("--no-text", action="store_true", help="ablation: ID embeddings only")

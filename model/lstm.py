@@ -46,6 +46,10 @@ class ModelConfig:
     dropout: float = 0.2  # training only; the step never applies it
     # dropout on the LSTM's input alone (training only); None = `dropout`, on input and output alike
     input_dropout: float | None = None
+    # a second learned ID embedding on the LSTM's input side only (zero at the start): the input
+    # item vector is then the output item vector plus it, so what an item means as evidence about
+    # the user can differ from what scores it as the next item; False = one vector for both (tied)
+    input_id: bool = False
     recent_len: int = 256  # events kept per user for masking, reasons and re-warming
     tag_half_life_days: float = 30.0
     text_reducer: Literal["pca", "autoencoder", "none"] = "pca"
@@ -112,6 +116,10 @@ class ProfileLSTM(nn.Module):
                 nn.init.zeros_(self.id_emb.weight)
             else:
                 nn.init.normal_(self.id_emb.weight, std=1.0 / math.sqrt(cfg.item_dim))
+        if cfg.input_id:
+            # zero at the start, so an item never seen in training keeps its output vector as input
+            self.in_id_emb = nn.Embedding(cfg.n_items, cfg.item_dim)
+            nn.init.zeros_(self.in_id_emb.weight)
         self.bias = nn.Parameter(torch.zeros(cfg.n_items), requires_grad=cfg.item_bias)
         self.type_emb = nn.Embedding(cfg.n_types, cfg.type_dim)
         self.drop = nn.Dropout(cfg.dropout)  # on the LSTM's output
@@ -128,6 +136,11 @@ class ProfileLSTM(nn.Module):
             v = v + self.id_emb.weight
         return v
 
+    def input_vectors(self, item_vecs: torch.Tensor) -> torch.Tensor:
+        """The item vectors the LSTM reads: the output item vectors, plus the input-side ID
+        embedding when `input_id` is on."""
+        return item_vecs + self.in_id_emb.weight if self.cfg.input_id else item_vecs
+
     def inputs(self, items: torch.Tensor, types: torch.Tensor, vals: torch.Tensor, gaps: torch.Tensor,
                item_vecs: torch.Tensor) -> torch.Tensor:
         """(B, L) index/feature tensors → (B, L, input_dim) LSTM inputs."""
@@ -139,7 +152,7 @@ class ProfileLSTM(nn.Module):
                 lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-sequence pass. Returns user vectors (B, L, D) after each event and item vectors (N, D)."""
         item_vecs = self.item_vectors()
-        x = self.drop_in(self.inputs(items, types, vals, gaps, item_vecs))  # (B, L, In)
+        x = self.drop_in(self.inputs(items, types, vals, gaps, self.input_vectors(item_vecs)))  # (B, L, In)
         # No packing: sequences are right-padded and the LSTM is causal, so outputs before each
         # sequence's end never see its padding (callers ignore the padded positions). A dense
         # input also lets PyTorch use its oneDNN LSTM on CPU: ≈ 5× faster forward + backward

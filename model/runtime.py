@@ -165,7 +165,7 @@ class ProfileModel:
             W_ih: torch.Tensor = lstm.weight_ih_l0  # (4H, D+T+2)
             self.item_vecs = V.contiguous()
             self.item_bias = net.bias.detach().clone()  # (N,)
-            self.p_item = (V @ W_ih[:, :D].T).contiguous()  # (N, 4H)
+            self.p_item = (net.input_vectors(V) @ W_ih[:, :D].T).contiguous()  # (N, 4H)
             self.p_type = (net.type_emb.weight @ W_ih[:, D:D + T].T).contiguous()  # (n_types, 4H)
             self.w_val = W_ih[:, D + T].clone()  # (4H,)
             self.w_gap = W_ih[:, D + T + 1].clone()  # (4H,)

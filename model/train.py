@@ -70,6 +70,7 @@ class TrainConfig:
     use_id: bool = True
     use_text: bool = True
     item_bias: bool = True  # a learned per-item score bias (popularity); False = score is user · item alone
+    input_id: bool = False  # ModelConfig.input_id: a separate input-side ID embedding (off by default; docs/model.md "Input-side item vectors")
     reducer: Literal["pca", "autoencoder"] = "pca"
     # True: every reduced text column gets unit variance; False: one common scale, so columns
     # keep their relative variance (docs/model.md, "Experiment log")
@@ -376,7 +377,8 @@ def train(ds: Dataset, cfg: TrainConfig, *, cache: Path, out: Path | None, progr
                      "whitened": cfg.text_whiten, "explained_variance": red.explained_variance}
     mcfg = ModelConfig(n_items=len(ds.item_ids), n_cats=len(ds.category_names), text_dim=cfg.text_dim if cfg.use_text else 0,
                        item_dim=cfg.item_dim, hidden=cfg.hidden, use_id=cfg.use_id, use_text=cfg.use_text,
-                       item_bias=cfg.item_bias, dropout=cfg.dropout, input_dropout=cfg.input_dropout, text_reducer=cfg.reducer if cfg.use_text else "none")
+                       item_bias=cfg.item_bias, dropout=cfg.dropout, input_dropout=cfg.input_dropout, input_id=cfg.input_id,
+                       text_reducer=cfg.reducer if cfg.use_text else "none")
     net = ProfileLSTM(mcfg, text)
     opt = make_optimizer(net, cfg.lr, cfg.weight_decay)
     users = sorted((u for u, s in split.train.items() if len(s) >= 2), key=lambda u: len(split.train[u]))

@@ -18,7 +18,23 @@ def _events(history: list[dict[str, object]]) -> list:
 
 def test_streaming_step_equals_training_forward(small_artifact: Path) -> None:
     """The per-event step and nn.LSTM's full-sequence pass are the same math on the same weights."""
-    m = ProfileModel.load(small_artifact)
+    _assert_step_equals_forward(ProfileModel.load(small_artifact))
+
+
+def test_streaming_step_equals_training_forward_with_input_side_item_vectors(tmp_path: Path) -> None:
+    """With `input_id` the LSTM reads item vectors of their own (output vector + an input-side ID
+    embedding); the step's precomputed input projection must use them, not the output vectors."""
+    m = ProfileModel.load(make_artifact(tmp_path / "model", input_id=True))
+    assert m.config.input_id
+    _assert_step_equals_forward(m)
+    # the input-side part is really read: without it the step's input projection differs
+    D = m.config.item_dim
+    with torch.no_grad():
+        tied = m.item_vecs @ m.net.lstm.weight_ih_l0[:, :D].T
+    assert float((m.p_item - tied).abs().max()) > 1e-2
+
+
+def _assert_step_equals_forward(m: ProfileModel) -> None:
     hist = _events(synthetic_history("u1", 300))
     state = m.initial_state()
     vecs = []

@@ -388,3 +388,23 @@ def test_train_and_seeds_flags_reach_the_training_config() -> None:
         assert (cfg.batch_users, cfg.tail_weight) == (16, 1.5), cmd
         default = _train_config(build_parser().parse_args(cmd))
         assert (default.batch_users, default.tail_weight) == (TrainConfig().batch_users, 0.0) == (32, 0.0)
+
+
+def test_input_id_is_trained_into_the_artifact_and_the_stream_reads_it(tmp_path: Path) -> None:
+    from model import ProfileModel
+    from model.cli import _train_config
+    from stream.cli import build_parser
+
+    for cmd in (["train", "--out", "unused"], ["seeds", "--seeds", "0-2"]):  # the flag reaches both commands
+        assert _train_config(build_parser().parse_args(cmd + ["--input-id"])).input_id is True, cmd
+        assert _train_config(build_parser().parse_args(cmd)).input_id is False == TrainConfig().input_id
+    cache = Settings.from_env().cache_dir
+    ds = load_ml100k(cache)
+    cfg = TrainConfig(epochs=2, max_users=120, hidden=32, item_dim=16, text_dim=16, max_minutes=1.0, refit_epochs=0,
+                      input_id=True)
+    res = train(ds, cfg, cache=cache, out=tmp_path / "model", progress=False)
+    assert res.artifact is not None and res.artifact.config.input_id
+    w = res.artifact.weights["in_id_emb.weight"]
+    assert w.shape == (len(ds.item_ids), 16) and float(abs(w).max()) > 0  # zero at the start, then trained
+    m = ProfileModel.load(tmp_path / "model")  # the artifact round trip builds the input side back
+    assert m.config.input_id and m.net.in_id_emb.weight.shape == (len(ds.item_ids), 16)
