@@ -438,7 +438,7 @@ def sustained_run(p: Pipeline, *, items: list[str], p99_bound_ms: float, seconds
         p99 = row.get("p99_ms", float("nan"))
         ok = bool(row["drained"]) and p99 <= p99_bound_ms  # NaN (no samples) compares False
         steps.append({"rate": rate, "p50_ms": row.get("p50_ms"), "p99_ms": row.get("p99_ms"),
-                      "drained": row["drained"], "held": ok})
+                      "drained": row["drained"], "held": ok, "slow": row.get("slow")})
         if ok:
             lo = rate
         else:

@@ -85,6 +85,7 @@ def test_bench_smoke_writes_a_wellformed_report(broker: Settings, ml_artifact: P
     (ramp,) = res["sustained"]
     assert ramp["pipeline"] == "pipeline batch=64" and ramp["p99_bound_ms"] == res["p99_bound_ms"]
     assert [st["rate"] for st in ramp["steps"]][:1] == [100.0] and 1 <= len(ramp["steps"]) <= 2
+    assert all(0 <= st["slow"]["count"] for st in ramp["steps"])  # each step's stalled outputs, counted
     held = [st["rate"] for st in ramp["steps"] if st["held"]]
     assert ramp["sustained_events_per_s"] == (max(held) if held else 0.0)
     assert res["sustained_events_per_s_per_worker"] == ramp["sustained_events_per_s"]
