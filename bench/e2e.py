@@ -191,12 +191,13 @@ class _Collector(threading.Thread):
         self.finish()
 
 
-def latency_split(samples: list[tuple[float, float, float]]) -> dict[str, float]:
+def latency_split(samples: np.ndarray | list[tuple[float, float, float]]) -> dict[str, float]:
     """Where each output's latency went, split at the output record's CreateTime (set by the
     worker's producer when it sends the output; ms resolution): `send_to_created` = queueing and
     the worker's processing up to its send; `created_to_received` = the output's own trip through
-    the producer, the broker and the bench's consumer. p50 and p90 of each, in ms."""
-    if not samples:
+    the producer, the broker and the bench's consumer. p50 and p90 of each, in ms. `samples`:
+    (send ts, CreateTime, receive time) rows, seconds."""
+    if len(samples) == 0:
         return {}
     a = np.asarray(samples, dtype=np.float64)
     parts = {"send_to_created": (a[:, 1] - a[:, 0]) * 1e3, "created_to_received": (a[:, 2] - a[:, 1]) * 1e3}
@@ -357,9 +358,12 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
             drained = _drain(p, lambda: len(col.samples) >= n, drain_timeout)
             cpu = meter.stop(n, end=col.last_rx if drained else None)
     phases = worker_phases(before, p.worker.metrics()) if before is not None and p.worker is not None else {}
-    kept = [s for s in col.samples if s[0] >= first + warmup]
-    lat = np.array([(rx - ts) * 1e3 for ts, _, rx in kept])
-    every = np.asarray(col.samples, dtype=np.float64).reshape(-1, 3)  # warm-up included, for `over_time`
+    # every output as (send ts, its CreateTime, receive time); the percentiles leave the warm-up out
+    every = np.asarray(col.samples, dtype=np.float64).reshape(-1, 3)
+    sent_s = every[:, 0] - first  # since the row's first send
+    every_ms = (every[:, 2] - every[:, 0]) * 1e3
+    kept = sent_s >= warmup
+    lat = every_ms[kept]
     row: dict[str, Any] = {"pipeline": p.name, "rate": rate, "sent": n, "outputs": len(col.samples),
                            "measured": int(lat.size), "drained": drained,
                            "worker_cpu_us_per_event": cpu["worker_cpu_us_per_event"], "worker_cores": cpu["worker_cores"]}
@@ -370,10 +374,10 @@ def latency_run(p: Pipeline, *, rate: float, seconds: float, warmup: float, item
         row.update({f"p{q}_ms": float(np.percentile(lat, q)) for q in (50, 90, 99)})
         row.update({"p99.9_ms": float(np.percentile(lat, 99.9)), "max_ms": float(lat.max()),
                     "cdf_ms": np.percentile(lat, np.linspace(0, 100, 101)).tolist()})
-        row.update(latency_split(kept))
+        row.update(latency_split(every[kept]))
         row["warmup_s"] = warmup
-        row["over_time"] = latency_over_time(every[:, 0] - first, (every[:, 2] - every[:, 0]) * 1e3)
-        row["slow"] = slow_outputs(np.array([ts - first for ts, _, _ in kept]), lat, row["p50_ms"])
+        row["over_time"] = latency_over_time(sent_s, every_ms)
+        row["slow"] = slow_outputs(sent_s[kept], lat, row["p50_ms"])
     if phases:
         row["worker_phases"] = phases
     busy = (f"; worker {row['worker_cores']:.2f} cores, {row['worker_cpu_us_per_event']:.0f} µs CPU/event"
