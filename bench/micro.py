@@ -269,7 +269,8 @@ def bench_arith_floor(model: ProfileModel, batches: list[int], *, seconds: float
                          "gates_gemm_us": gates / 1e3, "scores_gemm_us": score / 1e3, "topk_us": topk / 1e3})
             r = rows[-1]
             print(f"  arithmetic floor: {flops / 1e3:.0f} kflop/event at {gflops:.0f} GFLOP/s = {r['floor_us']:.2f} "
-                  f"µs/event (bf16: {bf16_gflops:.0f} GFLOP/s, {r['bf16_floor_us']:.2f} µs/event); read floor: {weight_bytes / 1e3:.0f} kB/event at {bytes_per_ns:.0f} GB/s = "
+                  f"µs/event (bf16: {bf16_gflops:.0f} GFLOP/s, {r['bf16_floor_us']:.2f} µs/event); read floor: "
+                  f"{weight_bytes / 1e3:.0f} kB/event at {bytes_per_ns:.0f} GB/s = "
                   f"{r['read_floor_us']:.2f} µs/event; batch {batch}: gates {r['gates_gemm_us']:.2f}, scores "
                   f"{r['scores_gemm_us']:.2f}, top-K {r['topk_us']:.2f} µs/event", file=sys.stderr)
     return rows
